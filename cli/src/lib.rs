@@ -1,0 +1,3 @@
+//! The gradcast command-line tool
+//!
+//! Not written yet: this crate is an empty member of the workspace.

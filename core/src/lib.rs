@@ -1,0 +1,32 @@
+//! # gradcast-core
+//!
+//! The `no_std` heart of gradcast, communication-efficient data-parallel training by threshold
+//! encoding with error feedback (Strom 2015; Deeplearning4j's `EncodedGradientsAccumulator`).
+//!
+//! * [`wire`]: the versioned, checksummed wire format v1 (`docs/FORMAT.md`), zero-copy
+//!   parsing into a validated [`wire::MessageView`].
+//! * [`codec`]: the reference codec: count, encode-then-commit, decode-add. The oracle every
+//!   backend is checked against.
+//! * [`dl4j`]: bit-exact import and export of DL4J's int32 layouts.
+//! * [`backend`]: the [`Backend`] trait every compute device implements, and the
+//!   [`backend::Reference`] backend (with `alloc`).
+//!
+//! Without features the crate needs neither `std` nor `alloc`: it builds for
+//! `thumbv7em-none-eabihf`. Feature `alloc` adds heap-backed conveniences, `std` adds
+//! threads and `std::error::Error` integration.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod backend;
+pub mod codec;
+pub mod dl4j;
+pub mod error;
+pub mod wire;
+
+pub use backend::Backend;
+pub use error::{Classify, Error, ErrorKind};
