@@ -8,6 +8,7 @@
 //! * [`codec`]: the reference codec: count, encode-then-commit, decode-add. The oracle every
 //!   backend is checked against.
 //! * [`dl4j`]: bit-exact import and export of DL4J's int32 layouts.
+//! * [`packet`]: packets (a party's messages for one round) and the [`packet::PartyEncoder`] seam.
 //! * [`backend`]: the [`Backend`] trait every compute device implements, and the
 //!   [`backend::Reference`] backend (with `alloc`).
 //!
@@ -26,6 +27,7 @@ pub mod backend;
 pub mod codec;
 pub mod dl4j;
 pub mod error;
+pub mod packet;
 pub mod wire;
 
 pub use backend::Backend;
