@@ -503,7 +503,14 @@ impl<'a> MessageView<'a> {
 /// (which must already be in `out[HEADER_LEN..HEADER_LEN + payload_len]`).
 ///
 /// `out` must hold at least `HEADER_LEN + header.payload_len` bytes; the codec sizes it.
-pub(crate) fn seal(out: &mut [u8], mut header: Header) -> usize {
+/// Public so that device backends, which write the payload themselves, finish a message
+/// exactly as [`crate::codec::encode`] does (header from [`crate::codec::Plan::header`]).
+/// Returns the message length.
+///
+/// # Panics
+/// When `out` is shorter than the message (a sizing bug of the caller: size `out` with
+/// [`crate::codec::Plan`], which reports [`Error::BufferTooSmall`] instead).
+pub fn seal(out: &mut [u8], mut header: Header) -> usize {
     let total = header.message_len();
     header.checksum = 0;
     out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
