@@ -127,13 +127,12 @@ pub fn choose_encoding(n: usize, k: usize) -> Encoding {
 }
 
 /// The index where a capped selection starts scanning, for this round and vector length:
-/// `(round * 0x9E3779B97F4A7C15 mod 2^64) mod n` (a Fibonacci-hash walk that visits start
-/// offsets spread over the whole vector). 0 when `n == 0`.
+/// `floor(h * n / 2^64)` with `h = round * 0x9E3779B97F4A7C15 mod 2^64` (Fibonacci hashing:
+/// `h / 2^64` is the fractional part of `round * (golden ratio - 1)`, an equidistributed
+/// sequence, so consecutive rounds start in well-spread places). 0 when `n == 0`.
 pub fn cap_start(round: u64, n: usize) -> usize {
-    if n == 0 {
-        return 0;
-    }
-    (round.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n as u64) as usize
+    let h = round.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h as u128 * n as u128) >> 64) as usize
 }
 
 /// Checks that `tau` is finite and strictly positive.

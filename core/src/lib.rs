@@ -27,6 +27,8 @@ pub mod backend;
 pub mod codec;
 pub mod dl4j;
 pub mod error;
+#[cfg(feature = "alloc")]
+pub mod kat;
 pub mod packet;
 pub mod wire;
 
