@@ -1,0 +1,70 @@
+//! Encode / decode throughput of the CPU backend against the plain read bandwidth of the
+//! same buffer, measured in the same run (`docs/BENCHMARKS.md`, issue 5).
+//!
+//! ```text
+//! cargo bench -p gradcast-cpu --bench encode
+//! GRADCAST_BENCH_LOG2N=20,22 GRADCAST_BENCH_DENSITIES=1e-3 GRADCAST_BENCH_REPS=3 cargo bench -p gradcast-cpu --bench encode
+//! ```
+//!
+//! Prints one Markdown table; nothing is asserted.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // a std-only binary
+#![allow(missing_docs)] // a benchmark binary, documented above
+
+use gradcast_cpu::bench::{cpu_report, standard_configs};
+
+fn env_list<T: std::str::FromStr>(name: &str, default: &[T]) -> Vec<T>
+where
+    T: Clone,
+{
+    match std::env::var(name) {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported and ignored.
+    let log2n: Vec<u32> = env_list("GRADCAST_BENCH_LOG2N", &[24, 26]);
+    let densities: Vec<f64> = env_list("GRADCAST_BENCH_DENSITIES", &[1e-4, 1e-3, 1e-2]);
+    let reps: usize = std::env::var("GRADCAST_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let configs = standard_configs();
+    println!(
+        "| N | density | encoding | K | read GB/s | path | encode GB/s | encode / read | decode GB/s | decode / read |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &l in &log2n {
+        let n = 1usize << l;
+        for &d in &densities {
+            let r = match cpu_report(n, d, reps, &configs) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("N = 2^{l}, density {d}: {e}");
+                    continue;
+                }
+            };
+            if !r.messages_identical {
+                eprintln!("N = 2^{l}, density {d}: configurations wrote different messages!");
+            }
+            for row in &r.rows {
+                println!(
+                    "| 2^{l} | {d:e} | {} | {} | {:.2} | {} ({}) | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    r.encoding.name(),
+                    r.entries,
+                    r.read_gbps(),
+                    row.label,
+                    row.backend,
+                    row.encode.gbps(r.bytes()),
+                    r.encode_ratio(row),
+                    row.decode.gbps(r.bytes()),
+                    r.decode_ratio(row),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Benchmark routines (feature `std`), shared by `cargo bench -p gradcast-cpu` and the CLI's
+//! `gradcast bench`.
+//!
+//! Timing functions are generic over [`Backend`] and return plain structs; nothing here
+//! asserts a speed. Speeds are meant to be reported as ratios against the plain read
+//! bandwidth of the same buffer measured in the same run ([`time_sum`]), because machines
+//! are shared and noisy.
+//!
+//! Protocol: before every repetition the input is uploaded again (untimed), so every
+//! encode sees the same residual; the time of one repetition covers the backend call only
+//! (for the CPU that includes the header and the CRC-32C).
+
+use crate::{Cpu, CpuConfig, CpuError};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::hint::black_box;
+use gradcast_core::Backend;
+use gradcast_core::codec::{EncodeParams, EncodeSummary};
+use gradcast_core::wire::{self, Encoding, MessageView};
+use std::time::Instant;
+
+/// The threshold of [`synthetic_residual`]'s vectors.
+pub const TAU: f32 = 1.0;
+
+/// Times of repeated runs of one operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    /// Each repetition's time in seconds, in run order.
+    pub samples: Vec<f64>,
+}
+
+impl Timing {
+    /// The median time in seconds (0 without samples).
+    pub fn median(&self) -> f64 {
+        let mut s = self.samples.clone();
+        s.sort_by(f64::total_cmp);
+        match s.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => s[n / 2],
+            n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+        }
+    }
+
+    /// The fastest time in seconds (0 without samples).
+    pub fn best(&self) -> f64 {
+        self.samples.iter().copied().reduce(f64::min).unwrap_or(0.0)
+    }
+
+    /// Throughput in GB/s (10^9 bytes per second) for `bytes` per run, from the median.
+    pub fn gbps(&self, bytes: usize) -> f64 {
+        let t = self.median();
+        if t > 0.0 { bytes as f64 / t / 1e9 } else { 0.0 }
+    }
+}
+
+/// A deterministic residual of `n` elements in which about a `density` fraction reaches
+/// [`TAU`] (values `±[1, 2)`), the rest lying in `(-0.99, 0.99)`. xorshift64*, seeded.
+pub fn synthetic_residual(n: usize, density: f64, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        s.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let threshold = (density.clamp(0.0, 1.0) * u32::MAX as f64) as u64;
+    (0..n)
+        .map(|_| {
+            let r = next();
+            let u = ((r >> 40) as f32) / (1u64 << 24) as f32; // [0, 1)
+            let sign = if r & 1 == 0 { 1.0 } else { -1.0 };
+            if (r >> 8) & 0xFFFF_FFFF < threshold {
+                sign * (TAU + u)
+            } else {
+                sign * 0.99 * u
+            }
+        })
+        .collect()
+}
+
+/// A sum over `x` with 16 independent accumulators (so that it is limited by memory, not
+/// by the latency of additions): the plain read bandwidth reference.
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in chunks.by_ref() {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += *v;
+        }
+    }
+    let mut total: f32 = chunks.remainder().iter().sum();
+    for a in acc {
+        total += a;
+    }
+    total
+}
+
+/// Times [`sum`] over a backend-owned host buffer, re-uploading `host` before each run
+/// exactly as [`time_encode`] does, so both see the same cache state.
+///
+/// # Errors
+/// The backend's upload errors.
+pub fn time_sum<B>(b: &B, host: &[f32], reps: usize) -> Result<Timing, B::Error>
+where
+    B: Backend<Buffer = Vec<f32>>,
+{
+    let mut buf = b.alloc(host.len())?;
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        b.upload(host, &mut buf)?;
+        let t = Instant::now();
+        black_box(sum(black_box(&buf)));
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Timing { samples })
+}
+
+/// Times `reps` encodes of `host` (uploaded again before each, untimed) and returns the
+/// timing, the last summary and the last message's bytes.
+///
+/// # Errors
+/// The backend's errors.
+pub fn time_encode<B: Backend>(
+    b: &B,
+    host: &[f32],
+    params: &EncodeParams,
+    reps: usize,
+) -> Result<(Timing, EncodeSummary, Vec<u8>), B::Error> {
+    let mut buf = b.alloc(host.len())?;
+    let len = if params.mode == gradcast_core::codec::EncodingMode::Dense {
+        wire::dense_message_len(host.len())
+    } else {
+        wire::message_len(Encoding::Sparse, host.len(), host.len()).max(wire::max_message_len(host.len()))
+    };
+    let mut out = vec![0u8; len];
+    let mut samples = Vec::with_capacity(reps);
+    let mut last = None;
+    for _ in 0..reps.max(1) {
+        b.upload(host, &mut buf)?;
+        b.sync()?;
+        let t = Instant::now();
+        let s = b.encode(&mut buf, params, &mut out)?;
+        b.sync()?;
+        samples.push(t.elapsed().as_secs_f64());
+        last = Some(s);
+    }
+    let s = last.ok_or_else(|| B::Error::from(gradcast_core::Error::EmptyVector))?;
+    out.truncate(s.bytes);
+    Ok((Timing { samples }, s, out))
+}
+
+/// Times `reps` decode-adds of `msg` into a zeroed vector of `n` elements (not reset between
+/// runs: every run does the same work).
+///
+/// # Errors
+/// The backend's errors ([`gradcast_core::Error::TargetSizeMismatch`] when `n` does not fit).
+pub fn time_decode<B: Backend>(
+    b: &B,
+    msg: &MessageView<'_>,
+    n: usize,
+    reps: usize,
+) -> Result<Timing, B::Error> {
+    let mut target = b.alloc(n)?;
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        b.sync()?;
+        let t = Instant::now();
+        b.decode_add(msg, &mut target)?;
+        b.sync()?;
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Timing { samples })
+}
+
+/// One configuration's results in a [`CpuReport`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuRow {
+    /// A label (`"portable"`, `"fast 1 thread"`, ...).
+    pub label: String,
+    /// The backend's name (says whether AVX2 was used).
+    pub backend: String,
+    /// Threads the configuration may use.
+    pub threads: usize,
+    /// Encode times.
+    pub encode: Timing,
+    /// Decode-add times.
+    pub decode: Timing,
+}
+
+/// Encode and decode of one synthetic residual by several CPU configurations, with the read
+/// bandwidth of the same buffer measured in the same run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuReport {
+    /// Elements.
+    pub n: usize,
+    /// The requested fraction of elements at or above the threshold.
+    pub density: f64,
+    /// The encoding written.
+    pub encoding: Encoding,
+    /// Entries sent.
+    pub entries: u32,
+    /// Message length in bytes.
+    pub message_bytes: usize,
+    /// Whether every configuration wrote the same bytes (they must).
+    pub messages_identical: bool,
+    /// [`sum`] over the buffer.
+    pub read: Timing,
+    /// One row per configuration.
+    pub rows: Vec<CpuRow>,
+}
+
+impl CpuReport {
+    /// Bytes of residual each operation covers (`4 n`).
+    pub fn bytes(&self) -> usize {
+        4 * self.n
+    }
+
+    /// The read bandwidth in GB/s.
+    pub fn read_gbps(&self) -> f64 {
+        self.read.gbps(self.bytes())
+    }
+
+    /// A row's encode throughput as a fraction of the read bandwidth.
+    pub fn encode_ratio(&self, row: &CpuRow) -> f64 {
+        ratio(self.read.median(), row.encode.median())
+    }
+
+    /// A row's decode throughput as a fraction of the read bandwidth.
+    pub fn decode_ratio(&self, row: &CpuRow) -> f64 {
+        ratio(self.read.median(), row.decode.median())
+    }
+}
+
+fn ratio(reference: f64, t: f64) -> f64 {
+    if t > 0.0 { reference / t } else { 0.0 }
+}
+
+/// The configurations the issue asks for: the portable path, and the fast path on one
+/// thread and on every thread of the machine.
+pub fn standard_configs() -> Vec<(String, CpuConfig)> {
+    let fast = CpuConfig::fast();
+    vec![
+        ("portable".into(), CpuConfig::portable()),
+        ("fast, 1 thread".into(), fast.with_threads(1)),
+        (alloc::format!("fast, {} threads", fast.threads), fast),
+    ]
+}
+
+/// Measures every configuration on one synthetic residual of `n` elements at `density`,
+/// `reps` runs each, and the read bandwidth in the same run. Every configuration's message
+/// is compared with the first one's ([`CpuReport::messages_identical`]).
+///
+/// # Errors
+/// Backend errors; [`gradcast_core::Error::BufferTooSmall`] never happens (buffers are
+/// sized for the largest message).
+pub fn cpu_report(
+    n: usize,
+    density: f64,
+    reps: usize,
+    configs: &[(String, CpuConfig)],
+) -> Result<CpuReport, CpuError> {
+    let host = synthetic_residual(n, density, 0x9E37_79B9 ^ n as u64);
+    let params = EncodeParams::new(TAU);
+    let reference = Cpu::default();
+    let read = time_sum(&reference, &host, reps)?;
+    let mut rows = Vec::new();
+    let mut first: Option<(EncodeSummary, Vec<u8>)> = None;
+    let mut identical = true;
+    for (label, config) in configs {
+        let cpu = Cpu::new(*config);
+        let (encode, summary, bytes) = time_encode(&cpu, &host, &params, reps)?;
+        let msg = MessageView::parse(&bytes)?;
+        let decode = time_decode(&cpu, &msg, n, reps)?;
+        if let Some((_, want)) = &first {
+            identical &= *want == bytes;
+        } else {
+            first = Some((summary, bytes.clone()));
+        }
+        rows.push(CpuRow {
+            label: label.clone(),
+            backend: String::from(cpu.name()),
+            threads: cpu.config().threads,
+            encode,
+            decode,
+        });
+    }
+    let (summary, bytes) = first.unwrap_or((
+        EncodeSummary {
+            encoding: Encoding::Sparse,
+            entries: 0,
+            candidates: 0,
+            bytes: 0,
+            truncated: false,
+        },
+        Vec::new(),
+    ));
+    Ok(CpuReport {
+        n,
+        density,
+        encoding: summary.encoding,
+        entries: summary.entries,
+        message_bytes: bytes.len(),
+        messages_identical: identical,
+        read,
+        rows,
+    })
+}

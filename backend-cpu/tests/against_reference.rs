@@ -1,0 +1,150 @@
+//! The CPU backend's own quick check against the reference codec, over a grid of
+//! configurations (portable, fast with and without SIMD, many small chunks) and inputs that
+//! exercise the chunk seams, the cap's split and errors. The full property suite lives in
+//! `gradcast-conformance`.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // std-only test
+
+use gradcast_core::Backend;
+use gradcast_core::backend::Reference;
+use gradcast_core::codec::{EncodeParams, EncodingMode, SegmentRef};
+use gradcast_core::wire::{self, MessageView};
+use gradcast_core::{Classify, ErrorKind};
+use gradcast_cpu::{Cpu, CpuConfig};
+
+fn configs() -> Vec<Cpu> {
+    let mut v = vec![Cpu::portable()];
+    #[cfg(feature = "std")]
+    for simd in [false, true] {
+        for threads in [1, 2, 3, 5] {
+            v.push(Cpu::new(
+                CpuConfig::fast()
+                    .with_threads(threads)
+                    .with_min_chunk(1)
+                    .with_simd(simd),
+            ));
+        }
+    }
+    v
+}
+
+/// xorshift64*: deterministic test data.
+fn data(n: usize, seed: u64, spread: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            let u = (r >> 40) as f32 / (1u64 << 24) as f32;
+            let v = (u - 0.5) * spread;
+            if r & 0xF == 0 { -0.0 } else { v }
+        })
+        .collect()
+}
+
+fn check(x: &[f32], params: &EncodeParams) {
+    let r = Reference;
+    let mut want_res = x.to_vec();
+    let mut want_out = vec![0xA5u8; wire::dense_message_len(x.len().max(1)) + 64];
+    let want = r.encode(&mut want_res, params, &mut want_out);
+    for cpu in configs() {
+        let mut res = x.to_vec();
+        let mut out = vec![0x5Au8; want_out.len()];
+        let got = cpu.encode(&mut res, params, &mut out);
+        match (&want, &got) {
+            (Ok(w), Ok(g)) => {
+                assert_eq!(w, g, "{} n={} {params:?}", cpu.name(), x.len());
+                assert_eq!(&want_out[..w.bytes], &out[..g.bytes], "{}", cpu.name());
+                let msg = MessageView::parse(&out[..g.bytes]).unwrap();
+                let mut t1 = data(x.len(), 7, 3.0);
+                let mut t2 = t1.clone();
+                r.decode_add(&msg, &mut t1).unwrap();
+                cpu.decode_add(&msg, &mut t2).unwrap();
+                assert_eq!(bits(&t1), bits(&t2), "decode {}", cpu.name());
+            }
+            (Err(w), Err(g)) => assert_eq!(w.kind(), g.kind(), "{}", cpu.name()),
+            _ => panic!("{}: reference {want:?}, cpu {got:?}", cpu.name()),
+        }
+        assert_eq!(bits(&want_res), bits(&res), "residual {} {params:?}", cpu.name());
+    }
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn grid_matches_reference() {
+    for n in [1usize, 3, 4, 31, 32, 33, 63, 64, 65, 100, 257, 1000, 4099] {
+        for (seed, tau) in [(1u64, 0.4f32), (3, 0.49), (4, 0.1)] {
+            let x = data(n, seed, 1.0);
+            for mode in [
+                EncodingMode::Auto,
+                EncodingMode::Sparse,
+                EncodingMode::Bitmap,
+                EncodingMode::Dense,
+            ] {
+                for cap in [None, Some(0), Some(1), Some(3), Some(n as u32 / 7)] {
+                    for round in [0u64, 12345] {
+                        let mut p = EncodeParams::new(tau);
+                        p.mode = mode;
+                        p.cap = cap;
+                        p.round = round;
+                        p.sender = seed as u32;
+                        check(&x, &p);
+                    }
+                }
+            }
+            if n > 8 {
+                let mut p = EncodeParams::new(tau);
+                p.segment = Some(SegmentRef {
+                    id: 3,
+                    offset: n / 3,
+                    len: n / 2,
+                });
+                check(&x, &p);
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_leave_residual_untouched() {
+    for n in [5usize, 64, 200] {
+        for bad_at in [0, n / 2, n - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut x = data(n, 9, 2.0);
+                x[bad_at] = bad;
+                check(&x, &EncodeParams::new(0.3));
+                let mut p = EncodeParams::new(0.3);
+                p.cap = Some(2);
+                p.round = 7;
+                check(&x, &p);
+            }
+        }
+    }
+    let x = data(100, 3, 2.0);
+    for tau in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        check(&x, &EncodeParams::new(tau));
+    }
+    check(&[], &EncodeParams::new(1.0));
+}
+
+#[test]
+fn out_too_small_is_reported_and_harmless() {
+    let x = data(300, 4, 2.0);
+    let want = {
+        let mut r = x.clone();
+        let mut out = vec![0u8; 16];
+        Reference.encode(&mut r, &EncodeParams::new(0.5), &mut out)
+    };
+    assert_eq!(want.unwrap_err().kind(), ErrorKind::BufferTooSmall);
+    for cpu in configs() {
+        let mut r = x.clone();
+        let mut out = vec![0u8; 16];
+        let e = cpu.encode(&mut r, &EncodeParams::new(0.5), &mut out).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BufferTooSmall);
+        assert_eq!(bits(&r), bits(&x), "{}", cpu.name());
+    }
+}
