@@ -59,9 +59,9 @@ fn main() {
                     r.read_gbps(),
                     row.label,
                     row.backend,
-                    row.encode.gbps(r.bytes()),
+                    row.encode.best_gbps(r.bytes()),
                     r.encode_ratio(row),
-                    row.decode.gbps(r.bytes()),
+                    row.decode.best_gbps(r.bytes()),
                     r.decode_ratio(row),
                 );
             }

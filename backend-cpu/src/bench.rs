@@ -47,6 +47,12 @@ impl Timing {
         self.samples.iter().copied().reduce(f64::min).unwrap_or(0.0)
     }
 
+    /// Throughput in GB/s (10^9 bytes per second) for `bytes` per run, from the best run.
+    pub fn best_gbps(&self, bytes: usize) -> f64 {
+        let t = self.best();
+        if t > 0.0 { bytes as f64 / t / 1e9 } else { 0.0 }
+    }
+
     /// Throughput in GB/s (10^9 bytes per second) for `bytes` per run, from the median.
     pub fn gbps(&self, bytes: usize) -> f64 {
         let t = self.median();
@@ -96,8 +102,69 @@ pub fn sum(x: &[f32]) -> f32 {
     total
 }
 
-/// Times [`sum`] over a backend-owned host buffer, re-uploading `host` before each run
-/// exactly as [`time_encode`] does, so both see the same cache state.
+/// Uploads `host` into `buf` (untimed), then times one [`sum`] over `buf`, in seconds.
+///
+/// # Errors
+/// The backend's upload errors.
+pub fn sum_once<B>(b: &B, host: &[f32], buf: &mut Vec<f32>) -> Result<f64, B::Error>
+where
+    B: Backend<Buffer = Vec<f32>>,
+{
+    b.upload(host, buf)?;
+    let t = Instant::now();
+    black_box(sum(black_box(buf)));
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Uploads `host` into `buf` (untimed), then times one encode into `out`: seconds and the
+/// summary.
+///
+/// # Errors
+/// The backend's errors.
+pub fn encode_once<B: Backend>(
+    b: &B,
+    host: &[f32],
+    buf: &mut B::Buffer,
+    params: &EncodeParams,
+    out: &mut [u8],
+) -> Result<(f64, EncodeSummary), B::Error> {
+    b.upload(host, buf)?;
+    b.sync()?;
+    let t = Instant::now();
+    let s = b.encode(buf, params, out)?;
+    b.sync()?;
+    Ok((t.elapsed().as_secs_f64(), s))
+}
+
+/// Times one decode-add of `msg` into `target`, in seconds.
+///
+/// # Errors
+/// The backend's errors.
+pub fn decode_once<B: Backend>(
+    b: &B,
+    msg: &MessageView<'_>,
+    target: &mut B::Buffer,
+) -> Result<f64, B::Error> {
+    b.sync()?;
+    let t = Instant::now();
+    b.decode_add(msg, target)?;
+    b.sync()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// An output buffer large enough for any message of `n` elements in this mode.
+pub fn out_buffer(n: usize, params: &EncodeParams) -> Vec<u8> {
+    let len = if params.mode == gradcast_core::codec::EncodingMode::Dense
+        || params.mode == gradcast_core::codec::EncodingMode::Sparse
+    {
+        wire::dense_message_len(n)
+    } else {
+        wire::max_message_len(n)
+    };
+    vec![0u8; len]
+}
+
+/// Times `reps` runs of [`sum`] over a backend-owned buffer ([`sum_once`]).
 ///
 /// # Errors
 /// The backend's upload errors.
@@ -106,18 +173,14 @@ where
     B: Backend<Buffer = Vec<f32>>,
 {
     let mut buf = b.alloc(host.len())?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        b.upload(host, &mut buf)?;
-        let t = Instant::now();
-        black_box(sum(black_box(&buf)));
-        samples.push(t.elapsed().as_secs_f64());
-    }
+    let samples = (0..reps)
+        .map(|_| sum_once(b, host, &mut buf))
+        .collect::<Result<_, _>>()?;
     Ok(Timing { samples })
 }
 
-/// Times `reps` encodes of `host` (uploaded again before each, untimed) and returns the
-/// timing, the last summary and the last message's bytes.
+/// Times `reps` encodes of `host` ([`encode_once`]) and returns the timing, the last
+/// summary and the last message's bytes.
 ///
 /// # Errors
 /// The backend's errors.
@@ -128,21 +191,12 @@ pub fn time_encode<B: Backend>(
     reps: usize,
 ) -> Result<(Timing, EncodeSummary, Vec<u8>), B::Error> {
     let mut buf = b.alloc(host.len())?;
-    let len = if params.mode == gradcast_core::codec::EncodingMode::Dense {
-        wire::dense_message_len(host.len())
-    } else {
-        wire::message_len(Encoding::Sparse, host.len(), host.len()).max(wire::max_message_len(host.len()))
-    };
-    let mut out = vec![0u8; len];
+    let mut out = out_buffer(host.len(), params);
     let mut samples = Vec::with_capacity(reps);
     let mut last = None;
     for _ in 0..reps.max(1) {
-        b.upload(host, &mut buf)?;
-        b.sync()?;
-        let t = Instant::now();
-        let s = b.encode(&mut buf, params, &mut out)?;
-        b.sync()?;
-        samples.push(t.elapsed().as_secs_f64());
+        let (t, s) = encode_once(b, host, &mut buf, params, &mut out)?;
+        samples.push(t);
         last = Some(s);
     }
     let s = last.ok_or_else(|| B::Error::from(gradcast_core::Error::EmptyVector))?;
@@ -162,14 +216,9 @@ pub fn time_decode<B: Backend>(
     reps: usize,
 ) -> Result<Timing, B::Error> {
     let mut target = b.alloc(n)?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        b.sync()?;
-        let t = Instant::now();
-        b.decode_add(msg, &mut target)?;
-        b.sync()?;
-        samples.push(t.elapsed().as_secs_f64());
-    }
+    let samples = (0..reps)
+        .map(|_| decode_once(b, msg, &mut target))
+        .collect::<Result<_, _>>()?;
     Ok(Timing { samples })
 }
 
@@ -216,19 +265,20 @@ impl CpuReport {
         4 * self.n
     }
 
-    /// The read bandwidth in GB/s.
+    /// The read bandwidth in GB/s (best run).
     pub fn read_gbps(&self) -> f64 {
-        self.read.gbps(self.bytes())
+        self.read.best_gbps(self.bytes())
     }
 
-    /// A row's encode throughput as a fraction of the read bandwidth.
+    /// A row's encode throughput as a fraction of the read bandwidth (best times: the
+    /// least disturbed run of each).
     pub fn encode_ratio(&self, row: &CpuRow) -> f64 {
-        ratio(self.read.median(), row.encode.median())
+        ratio(self.read.best(), row.encode.best())
     }
 
-    /// A row's decode throughput as a fraction of the read bandwidth.
+    /// A row's decode throughput as a fraction of the read bandwidth (best times).
     pub fn decode_ratio(&self, row: &CpuRow) -> f64 {
-        ratio(self.read.median(), row.decode.median())
+        ratio(self.read.best(), row.decode.best())
     }
 }
 
@@ -247,13 +297,14 @@ pub fn standard_configs() -> Vec<(String, CpuConfig)> {
     ]
 }
 
-/// Measures every configuration on one synthetic residual of `n` elements at `density`,
-/// `reps` runs each, and the read bandwidth in the same run. Every configuration's message
-/// is compared with the first one's ([`CpuReport::messages_identical`]).
+/// Measures every configuration on one synthetic residual of `n` elements at `density`
+/// and the read bandwidth of the same buffer, in `reps` interleaved rounds (each round: the
+/// sum, then every configuration's encode and decode), so that a noisy neighbour slows all
+/// of them alike. Every configuration's message is compared with the first one's
+/// ([`CpuReport::messages_identical`]).
 ///
 /// # Errors
-/// Backend errors; [`gradcast_core::Error::BufferTooSmall`] never happens (buffers are
-/// sized for the largest message).
+/// Backend errors.
 pub fn cpu_report(
     n: usize,
     density: f64,
@@ -262,45 +313,58 @@ pub fn cpu_report(
 ) -> Result<CpuReport, CpuError> {
     let host = synthetic_residual(n, density, 0x9E37_79B9 ^ n as u64);
     let params = EncodeParams::new(TAU);
-    let reference = Cpu::default();
-    let read = time_sum(&reference, &host, reps)?;
-    let mut rows = Vec::new();
-    let mut first: Option<(EncodeSummary, Vec<u8>)> = None;
+    let cpus: Vec<Cpu> = configs.iter().map(|(_, c)| Cpu::new(*c)).collect();
+    let any = Cpu::portable();
+    let mut buf = any.alloc(n)?;
+    let mut target = any.alloc(n)?;
+    let mut out = out_buffer(n, &params);
+    let mut first: Vec<u8> = Vec::new();
+    let mut summary = None;
     let mut identical = true;
-    for (label, config) in configs {
-        let cpu = Cpu::new(*config);
-        let (encode, summary, bytes) = time_encode(&cpu, &host, &params, reps)?;
-        let msg = MessageView::parse(&bytes)?;
-        let decode = time_decode(&cpu, &msg, n, reps)?;
-        if let Some((_, want)) = &first {
-            identical &= *want == bytes;
-        } else {
-            first = Some((summary, bytes.clone()));
+    let mut read = Timing { samples: Vec::new() };
+    let mut enc = vec![Timing { samples: Vec::new() }; cpus.len()];
+    let mut dec = enc.clone();
+    for _ in 0..reps.max(1) {
+        read.samples.push(sum_once(&any, &host, &mut buf)?);
+        for (k, cpu) in cpus.iter().enumerate() {
+            let (t, s) = encode_once(cpu, &host, &mut buf, &params, &mut out)?;
+            enc[k].samples.push(t);
+            let bytes = &out[..s.bytes];
+            if summary.is_none() {
+                first = bytes.to_vec();
+                summary = Some(s);
+            } else {
+                identical &= first == bytes;
+            }
+            let msg = MessageView::parse(bytes)?;
+            dec[k].samples.push(decode_once(cpu, &msg, &mut target)?);
         }
-        rows.push(CpuRow {
+    }
+    let rows = configs
+        .iter()
+        .zip(&cpus)
+        .zip(enc.into_iter().zip(dec))
+        .map(|(((label, _), cpu), (encode, decode))| CpuRow {
             label: label.clone(),
             backend: String::from(cpu.name()),
             threads: cpu.config().threads,
             encode,
             decode,
-        });
-    }
-    let (summary, bytes) = first.unwrap_or((
-        EncodeSummary {
-            encoding: Encoding::Sparse,
-            entries: 0,
-            candidates: 0,
-            bytes: 0,
-            truncated: false,
-        },
-        Vec::new(),
-    ));
+        })
+        .collect();
+    let summary = summary.unwrap_or(EncodeSummary {
+        encoding: Encoding::Sparse,
+        entries: 0,
+        candidates: 0,
+        bytes: 0,
+        truncated: false,
+    });
     Ok(CpuReport {
         n,
         density,
         encoding: summary.encoding,
         entries: summary.entries,
-        message_bytes: bytes.len(),
+        message_bytes: summary.bytes,
         messages_identical: identical,
         read,
         rows,

@@ -368,6 +368,9 @@ fn encode_dense(
     Ok(seal(out, &plan, params, n))
 }
 
+/// The fewest sparse entries a decode thread handles.
+const SPARSE_DECODE_PER_THREAD: usize = 1 << 15;
+
 /// Adds a validated message into `target` with parallel chunks, exactly as
 /// [`gradcast_core::codec::decode_add`]: every element is changed by at most one entry, so
 /// the split cannot change the result.
@@ -380,7 +383,8 @@ pub(crate) fn decode_add(cpu: &Cpu, msg: &MessageView<'_>, target: &mut [f32]) -
     match msg.encoding() {
         Encoding::Sparse => {
             let k = payload.len() / 4;
-            let groups = seg.len().div_ceil(clen).min(k.max(1));
+            // A thread is worth its start-up only for many entries.
+            let groups = seg.len().div_ceil(clen).min(k / SPARSE_DECODE_PER_THREAD).max(1);
             if groups <= 1 {
                 kernels::decode_sparse(seg, 0, payload, tau);
                 return Ok(());

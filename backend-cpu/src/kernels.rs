@@ -76,25 +76,29 @@ pub(crate) unsafe fn walk<L: Lanes, X: AsRef<[f32]> + ?Sized>(
         } else {
             scalar_mask(&x.as_ref()[b..n], tau)
         };
+        let mut stop = None;
         if bad {
-            // Rare: element by element, so that `f` sees only the candidates before it.
+            // Rare: only the candidates before the first non-finite element are seen.
             for j in b..end {
                 let v = x.as_ref()[j];
                 if !v.is_finite() {
-                    return Err((j, v.to_bits()));
-                }
-                if v.abs() >= tau && !f(x, j) {
-                    return Ok(false);
-                }
-            }
-        } else {
-            while mask != 0 {
-                let k = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                if !f(x, b + k) {
-                    return Ok(false);
+                    let k = j - b;
+                    mask &= (1u32 << k) - 1; // k < BLOCK = 32
+                    stop = Some((j, v.to_bits()));
+                    break;
                 }
             }
+        }
+        // One call site for `f`, so that it is inlined into the (AVX2-compiled) walk.
+        while mask != 0 {
+            let k = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if !f(x, b + k) {
+                return Ok(false);
+            }
+        }
+        if let Some(e) = stop {
+            return Err(e);
         }
         b = end;
     }
@@ -185,11 +189,13 @@ pub(crate) unsafe fn record_chunk<L: Lanes>(
                 if list.len() < limit {
                     let v = x[j];
                     let i = (base + j) as i32 + 1;
+                    // Branch-free sign: `neg` is 0 or -1 (v is a candidate, never zero).
+                    let neg = (v.to_bits() as i32) >> 31;
                     list.push(Rec {
-                        entry: if v > 0.0 { i } else { -i },
+                        entry: (i ^ neg) - neg,
                         orig: v.to_bits(),
                     });
-                    debit(&mut x[j], tau);
+                    x[j] = debit_value(v, tau);
                 } else {
                     restore(x, base, list);
                     list.clear();
@@ -205,6 +211,14 @@ pub(crate) unsafe fn record_chunk<L: Lanes>(
         return Err(e);
     }
     Ok(ChunkScan { lo, hi, listed })
+}
+
+/// The reference's debit of a candidate (`v - tau` for `v > 0`, else `v + tau`) without a
+/// branch: `v - copysign(tau, v)`. For `v < 0` that is `v - (-tau)`, which IEEE 754 rounds
+/// exactly as `v + tau`; candidates are never zero, so the sign decides as `v > 0` does.
+#[inline(always)]
+pub(crate) fn debit_value(v: f32, tau: f32) -> f32 {
+    v - tau.copysign(v)
 }
 
 /// Puts back the original bits of every recorded element of a chunk starting at `base`.
