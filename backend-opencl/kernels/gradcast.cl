@@ -1,0 +1,208 @@
+// gradcast OpenCL kernels, OpenCL C 1.2 (runs on PoCL and on GPU drivers).
+//
+// Rules (see backend-opencl/README.md):
+// * Results are bit-identical to the core's reference codec: no fast-math build options, no
+//   contraction of a*b+c into fma (FP_CONTRACT OFF below), no float division or sqrt.
+// * Only local memory, barriers and plain loads/stores: no atomics decide any order, no
+//   sub-groups, no work-group collective functions.
+// * Work-group size is chosen by the host from the device's limits and passed implicitly via
+//   get_local_size(0); local scratch arrays are sized by the host (clSetKernelArg with NULL).
+// * Layout of the "group" kernels: work-group g covers elements
+//   [g * ITEMS * lsize, (g + 1) * ITEMS * lsize) of the segment, and work-item l of it the
+//   ITEMS contiguous elements starting at g * ITEMS * lsize + l * ITEMS. ITEMS is 16, so a
+//   work-item owns exactly one 32-bit bitmap word (16 two-bit codes).
+//
+// Indices: `n` is the segment length (< 2^31, the wire format's limit), `base` the segment's
+// first element in the buffer. Relative indices are uint; buffer indices are size_t.
+
+#pragma OPENCL FP_CONTRACT OFF
+
+#define ITEMS 16u
+#define NONE 0xFFFFFFFFu
+
+// |v| >= tau, exactly as codec::passes.
+inline bool passes(float v, float tau) { return fabs(v) >= tau; }
+
+// Inclusive scan of s[0..lsize) in place (Hillis-Steele, two barriers per step).
+// Every work-item of the group must call it.
+inline void scan_inclusive(__local uint* s, uint lid, uint lsize) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint off = 1; off < lsize; off <<= 1) {
+        uint t = (lid >= off) ? s[lid - off] : 0u;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        s[lid] += t;
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+// Per-group candidate counts and the first non-finite element of each group.
+// counts[g] = #{ i in group g : |x| >= tau }, bad[g] = smallest relative index of a NaN/inf in
+// group g, or NONE.
+__kernel void count_groups(__global const float* x, ulong base, uint n, float tau,
+                           __global uint* counts, __global uint* bad,
+                           __local uint* s_count, __local uint* s_bad) {
+    const uint lid = get_local_id(0);
+    const uint lsize = get_local_size(0);
+    const uint g = get_group_id(0);
+    const ulong first = (ulong)g * ITEMS * lsize + (ulong)lid * ITEMS;
+    uint c = 0u;
+    uint b = NONE;
+    for (uint k = 0; k < ITEMS; k++) {
+        const ulong i = first + k;
+        if (i < n) {
+            const float v = x[base + i];
+            if (!isfinite(v)) {
+                if (b == NONE) b = (uint)i;
+            } else if (passes(v, tau)) {
+                c++;
+            }
+        }
+    }
+    s_count[lid] = c;
+    s_bad[lid] = b;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    // Tree reduction; lsize is a power of two.
+    for (uint h = lsize >> 1; h > 0; h >>= 1) {
+        if (lid < h) {
+            s_count[lid] += s_count[lid + h];
+            s_bad[lid] = min(s_bad[lid], s_bad[lid + h]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) {
+        counts[g] = s_count[0];
+        bad[g] = s_bad[0];
+    }
+}
+
+// Selects, writes and debits (the encode's commit), in ascending index order.
+//
+// offsets[g] is the number of candidates before group g (exclusive scan of count_groups'
+// counts). The rank r of a candidate is the number of candidates before it in the segment.
+// A candidate at relative index i is selected when
+//     i <  start: r <  take_head
+//     i >= start: r <  tail_end        (tail_end = candidates before start + take_tail)
+// and its slot in the message is r (i < start) or take_head + r - before_start (i >= start).
+// Without truncation the host passes start = 0, before_start = 0, tail_end = candidates.
+//
+// mode 0 (sparse): out[slot] = +(i+1) or -(i+1) as int32 bits.
+// mode 1 (bitmap): out[i / 16] = the 16 two-bit codes of the work-item's elements
+//                  (01: +tau, 10: -tau); every word < ceil(n / 16) is written.
+__kernel void encode_select(__global float* x, ulong base, uint n, float tau,
+                            __global const uint* offsets, uint start, uint before_start,
+                            uint take_head, uint tail_end, uint mode,
+                            __global uint* out, __local uint* s) {
+    const uint lid = get_local_id(0);
+    const uint lsize = get_local_size(0);
+    const uint g = get_group_id(0);
+    const ulong first = (ulong)g * ITEMS * lsize + (ulong)lid * ITEMS;
+    uint c = 0u;
+    for (uint k = 0; k < ITEMS; k++) {
+        const ulong i = first + k;
+        if (i < n && passes(x[base + i], tau)) c++;
+    }
+    s[lid] = c;
+    scan_inclusive(s, lid, lsize);
+    uint r = offsets[g] + s[lid] - c;
+    uint word = 0u;
+    for (uint k = 0; k < ITEMS; k++) {
+        const ulong i = first + k;
+        if (i >= n) break;
+        const float v = x[base + i];
+        if (!passes(v, tau)) continue;
+        bool selected;
+        uint slot;
+        if (i < start) {
+            selected = r < take_head;
+            slot = r;
+        } else {
+            selected = r < tail_end;
+            slot = take_head + (r - before_start);
+        }
+        r++;
+        if (!selected) continue;
+        const bool positive = v > 0.0f;
+        if (mode == 0u) {
+            const int e = positive ? (int)(i + 1) : -(int)(i + 1);
+            out[slot] = as_uint(e);
+        } else {
+            word |= (positive ? 1u : 2u) << (2u * k);
+        }
+        // debit: exactly one quantum, as codec::debit.
+        x[base + i] = positive ? v - tau : v + tau;
+    }
+    if (mode != 0u && first < n) {
+        out[first / ITEMS] = word;
+    }
+}
+
+// target[base + |e| - 1] += tau (e > 0) or -= tau (e < 0), for the k validated, strictly
+// ascending sparse entries (distinct indices: no two work-items touch one element).
+__kernel void decode_sparse(__global float* t, ulong base, __global const uint* entries,
+                            uint k, float tau) {
+    const uint j = get_global_id(0);
+    if (j >= k) return;
+    const int e = as_int(entries[j]);
+    if (e > 0) {
+        t[base + (ulong)(e - 1)] += tau;
+    } else {
+        t[base + (ulong)(-e - 1)] -= tau;
+    }
+}
+
+// Adds a validated bitmap (2 bits per element, 16 per little-endian word) into target.
+__kernel void decode_bitmap(__global float* t, ulong base, __global const uint* words,
+                            uint n, float tau) {
+    const uint i = get_global_id(0);
+    if (i >= n) return;
+    const uint code = (words[i / 16u] >> (2u * (i % 16u))) & 3u;
+    if (code & 1u) {
+        t[base + i] += tau;
+    } else if (code & 2u) {
+        t[base + i] -= tau;
+    }
+}
+
+// target[base + i] += values[i] (dense warm-up message; the payload's f32 bits as words).
+__kernel void decode_dense(__global float* t, ulong base, __global const uint* values, uint n) {
+    const uint i = get_global_id(0);
+    if (i >= n) return;
+    t[base + i] += as_float(values[i]);
+}
+
+// dst[i] += src[i].
+__kernel void add_assign(__global float* dst, __global const float* src, uint n) {
+    const uint i = get_global_id(0);
+    if (i >= n) return;
+    dst[i] += src[i];
+}
+
+// p[i] -= u[i] (exact == 1) or p[i] -= (scale * u[i]) as two roundings (FP_CONTRACT OFF).
+__kernel void sub_scaled(__global float* p, __global const float* u, uint n, float scale,
+                         uint exact) {
+    const uint i = get_global_id(0);
+    if (i >= n) return;
+    if (exact != 0u) {
+        p[i] -= u[i];
+    } else {
+        const float d = scale * u[i];
+        p[i] -= d;
+    }
+}
+
+// Clips x[base .. base + n) to [-limit, limit] exactly as backend::slices::clip.
+__kernel void clip(__global float* x, ulong base, uint n, float limit) {
+    const uint i = get_global_id(0);
+    if (i >= n) return;
+    const float v = x[base + i];
+    if (fabs(v) > limit) {
+        x[base + i] = (v > 0.0f) ? limit : -limit;
+    }
+}
+
+// x[base .. base + n) = +0.0 (what a dense encode leaves behind: x - x for finite x).
+__kernel void zero_range(__global float* x, ulong base, uint n) {
+    const uint i = get_global_id(0);
+    if (i >= n) return;
+    x[base + i] = 0.0f;
+}
