@@ -252,7 +252,10 @@ impl Cuda {
             return Ok(());
         }
         self.stream
-            .memcpy_dtod(&src.data.slice(0..src.len), &mut dst.data.slice_mut(0..src.len))
+            .memcpy_dtod(
+                &src.data.slice(0..src.len),
+                &mut dst.data.slice_mut(0..src.len),
+            )
             .map_err(CudaError::driver("memcpy dtod"))
     }
 
@@ -382,7 +385,11 @@ impl Cuda {
         {
             let mut first_bad = s.small.slice_mut(SLOT_FIRST_BAD..SLOT_FIRST_BAD + 1);
             let mut b = self.stream.launch_builder(count_tiles);
-            b.arg(&x).arg(&n64).arg(&tau).arg(&mut *tile_counts).arg(&mut first_bad);
+            b.arg(&x)
+                .arg(&n64)
+                .arg(&tau)
+                .arg(&mut *tile_counts)
+                .arg(&mut first_bad);
             // SAFETY: gc_count_tiles(const float* x, u64 n, float tau, u32* tile_counts,
             // u64* first_bad): x views exactly n elements; one block per tile (tiles =
             // ceil(n / TILE)) and tile_counts holds >= tiles entries; first_bad is one u64
@@ -392,7 +399,10 @@ impl Cuda {
         {
             let mut total = s.small.slice_mut(SLOT_TOTAL..SLOT_TOTAL + 1);
             let mut b = self.stream.launch_builder(scan);
-            b.arg(&*tile_counts).arg(&tiles).arg(&mut *offsets).arg(&mut total);
+            b.arg(&*tile_counts)
+                .arg(&tiles)
+                .arg(&mut *offsets)
+                .arg(&mut total);
             // SAFETY: gc_scan_tiles(const u32* tile_counts, u32 tiles, u32* offsets,
             // u64* total): tile_counts and offsets hold >= tiles entries, total one u64;
             // launched as a single block of SCAN_THREADS threads as the kernel requires.
@@ -434,8 +444,7 @@ impl Cuda {
             // u64* out): x views the segment and start < its length, offsets holds the scan of
             // its tiles (so offsets[start / TILE] exists), out is one u64 slot; launched as a
             // single block of BLOCK threads as the kernel requires.
-            unsafe { b.launch(single_block(BLOCK)) }
-                .map_err(CudaError::driver("gc_head_count"))?;
+            unsafe { b.launch(single_block(BLOCK)) }.map_err(CudaError::driver("gc_head_count"))?;
         }
         Ok(self.read_slots(s)?[SLOT_HEAD])
     }
@@ -455,17 +464,6 @@ impl Cuda {
         unsafe { b.launch(grid_for(n)) }.map_err(CudaError::driver(entry))?;
         Ok(())
     }
-}
-
-/// Writes the header (with its CRC-32C) in front of a payload already in
-/// `out[HEADER_LEN..header.message_len()]`; returns the message length.
-fn seal(out: &mut [u8], mut header: wire::Header) -> usize {
-    let total = header.message_len();
-    header.checksum = 0;
-    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-    header.checksum = wire::checksum(&out[..HEADER_LEN - 4], &out[HEADER_LEN..total]);
-    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-    total
 }
 
 impl Backend for Cuda {
@@ -594,7 +592,10 @@ impl Backend for Cuda {
                     let mut x = residual.data.slice_mut(range.clone());
                     let mut b = self.stream.launch_builder(f);
                     b.arg(&mut x).arg(&n32).arg(&tau).arg(offsets);
-                    b.arg(&take_head).arg(&c_head32).arg(&take_tail).arg(&mut *payload);
+                    b.arg(&take_head)
+                        .arg(&c_head32)
+                        .arg(&take_tail)
+                        .arg(&mut *payload);
                     // SAFETY: gc_encode_sparse(float* x, u32 n, float tau, const u32* offsets,
                     // u32 take_head, u32 c_head, u32 take_tail, int* entries): x views the n
                     // elements of the segment; offsets is the scan of its `tiles` tile counts
@@ -605,8 +606,8 @@ impl Backend for Cuda {
                         .map_err(CudaError::driver("gc_encode_sparse"))?;
                 }
                 // SAFETY: the u32 payload buffer reinterpreted as its first 4 K bytes.
-                let bytes = unsafe { payload.transmute::<u8>(payload_len) }
-                    .ok_or(Error::EmptyVector)?;
+                let bytes =
+                    unsafe { payload.transmute::<u8>(payload_len) }.ok_or(Error::EmptyVector)?;
                 self.stream
                     .memcpy_dtoh(&bytes, &mut out[HEADER_LEN..HEADER_LEN + payload_len])
                     .map_err(CudaError::driver("memcpy dtoh"))?;
@@ -636,8 +637,8 @@ impl Backend for Cuda {
                 }
                 // SAFETY: the u32 words reinterpreted as their first ceil(n / 4) bytes
                 // (little-endian, as the wire format lays the bitmap out).
-                let bytes = unsafe { payload.transmute::<u8>(payload_len) }
-                    .ok_or(Error::EmptyVector)?;
+                let bytes =
+                    unsafe { payload.transmute::<u8>(payload_len) }.ok_or(Error::EmptyVector)?;
                 self.stream
                     .memcpy_dtoh(&bytes, &mut out[HEADER_LEN..HEADER_LEN + payload_len])
                     .map_err(CudaError::driver("memcpy dtoh"))?;
@@ -645,7 +646,7 @@ impl Backend for Cuda {
             }
         }
         let header = plan.header(params, n);
-        let bytes = seal(out, header);
+        let bytes = wire::seal(out, header);
         Ok(EncodeSummary {
             encoding: plan.encoding,
             entries: plan.entries as u32,
@@ -801,5 +802,41 @@ impl Backend for Cuda {
 
     fn sync(&self) -> Result<(), CudaError> {
         self.sync_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn the_backend_and_its_buffers_cross_threads() {
+        assert_send_sync::<Cuda>();
+        assert_send_sync::<CudaBuffer>();
+    }
+
+    #[test]
+    fn launch_geometry_covers_every_element() {
+        assert_eq!(tiles_for(1, "t").unwrap(), 1);
+        assert_eq!(tiles_for(TILE, "t").unwrap(), 1);
+        assert_eq!(tiles_for(TILE + 1, "t").unwrap(), 2);
+        let g = grid_for(10 * BLOCK as usize + 1);
+        assert_eq!(g.grid_dim.0, 11);
+        assert_eq!(grid_for(usize::MAX / 2).grid_dim.0, MAX_GRID as u32);
+        assert_eq!(grid_for(0).grid_dim.0, 1);
+    }
+
+    #[test]
+    fn seal_writes_a_message_the_parser_accepts() {
+        let mut params = EncodeParams::new(0.5);
+        params.mode = codec::EncodingMode::Sparse;
+        let plan = Plan::new(&params, 8, 2, 1024, |_| 0).unwrap();
+        let mut out = vec![0u8; plan.bytes];
+        out[HEADER_LEN..].copy_from_slice(&[1, 0, 0, 0, 0xF9, 0xFF, 0xFF, 0xFF]); // +1, -7
+        let len = wire::seal(&mut out, plan.header(&params, 8));
+        let msg = MessageView::parse(&out[..len]).unwrap();
+        assert_eq!(msg.sparse_entries().collect::<Vec<_>>(), vec![1, -7]);
     }
 }

@@ -51,6 +51,11 @@ pub enum CudaError {
         /// NVRTC's compilation log.
         log: String,
     },
+    /// A device result disagrees with what the data implies (a benchmark's self-check).
+    WrongResult {
+        /// What differs.
+        what: String,
+    },
     /// A vector is too long for a kernel's index arithmetic.
     TooLong {
         /// The operation.
@@ -83,6 +88,7 @@ impl Classify for CudaError {
             | CudaError::Driver { .. } => ErrorKind::Device,
             CudaError::Compile { .. } => ErrorKind::KernelCompile,
             CudaError::TooLong { .. } => ErrorKind::Unsupported,
+            CudaError::WrongResult { .. } => ErrorKind::Other,
         }
     }
 }
@@ -100,7 +106,9 @@ impl fmt::Display for CudaError {
             CudaError::NoDevice { ordinal, reason } => {
                 write!(f, "no CUDA device {ordinal}: {reason}")
             }
-            CudaError::Driver { op, source } => write!(f, "CUDA driver call failed in {op}: {source}"),
+            CudaError::Driver { op, source } => {
+                write!(f, "CUDA driver call failed in {op}: {source}")
+            }
             CudaError::Compile {
                 kernel,
                 status,
@@ -111,8 +119,12 @@ impl fmt::Display for CudaError {
                 writeln!(f, "[Options] {}", options.join(" "))?;
                 write!(f, "[Log]\n{log}")
             }
+            CudaError::WrongResult { what } => write!(f, "wrong device result: {what}"),
             CudaError::TooLong { op, len } => {
-                write!(f, "{op}: {len} elements is more than the CUDA kernels can index")
+                write!(
+                    f,
+                    "{op}: {len} elements is more than the CUDA kernels can index"
+                )
             }
         }
     }

@@ -58,7 +58,12 @@ pub enum Module {
 
 impl Module {
     /// Every module, in [`FILES`] order.
-    pub const ALL: [Module; 4] = [Module::Count, Module::Encode, Module::Decode, Module::Vector];
+    pub const ALL: [Module; 4] = [
+        Module::Count,
+        Module::Encode,
+        Module::Decode,
+        Module::Vector,
+    ];
 
     /// The module's file.
     pub fn file(self) -> &'static KernelFile {
@@ -179,11 +184,7 @@ impl Drop for Program {
 }
 
 fn chars_to_string(v: &[c_char]) -> String {
-    let bytes: Vec<u8> = v
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&b| b != 0)
-        .collect();
+    let bytes: Vec<u8> = v.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -204,7 +205,9 @@ pub fn compile(file: &KernelFile, gpu_arch: &str) -> Result<Compiled, CudaError>
         log: String::new(),
     })?;
     let name = CString::new(file.name).unwrap_or_default();
-    let r = catch_unwind(AssertUnwindSafe(|| compile_inner(file, &src, &name, &options)));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        compile_inner(file, &src, &name, &options)
+    }));
     match r {
         Ok(r) => r,
         Err(p) => Err(no_nvrtc(&panic_text(&p))),
@@ -242,7 +245,10 @@ fn compile_inner(
         .ok()
         .map(|p| chars_to_string(&p))
         .filter(|p| !p.is_empty());
-    let cubin = if options.iter().any(|o| o.starts_with("--gpu-architecture=sm_")) {
+    let cubin = if options
+        .iter()
+        .any(|o| o.starts_with("--gpu-architecture=sm_"))
+    {
         let mut size = 0usize;
         // SAFETY: `prog.0` compiled successfully for a real architecture; `size` is a valid
         // out-pointer.

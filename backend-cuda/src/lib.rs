@@ -8,6 +8,8 @@ pub mod bench;
 mod device;
 pub mod error;
 pub mod kernels;
+#[cfg(test)]
+mod model;
 
 pub use device::{Cuda, CudaBuffer, driver_available};
 pub use error::CudaError;

@@ -129,13 +129,26 @@ fn every_kernel_compiles_with_nvrtc_and_assembles_for_sm_90() {
         }
         // No fused multiply-add and no flush-to-zero: results stay bit-identical to the
         // reference.
-        assert!(!ptx.contains("fma.rn.f32"), "{}: fused f32 multiply-add", file.name);
-        assert!(!ptx.contains(".ftz.f32"), "{}: flush-to-zero arithmetic", file.name);
+        assert!(
+            !ptx.contains("fma.rn.f32"),
+            "{}: fused f32 multiply-add",
+            file.name
+        );
+        assert!(
+            !ptx.contains(".ftz.f32"),
+            "{}: flush-to-zero arithmetic",
+            file.name
+        );
 
         // A cubin for the real architecture, as at run time.
         let c = kernels::compile(file, "sm_90").unwrap_or_else(|e| panic!("{e}"));
         let cubin = c.cubin.expect("cubin for sm_90");
-        assert_eq!(&cubin[..4], b"\x7fELF", "{}: cubin is not an ELF image", file.name);
+        assert_eq!(
+            &cubin[..4],
+            b"\x7fELF",
+            "{}: cubin is not an ELF image",
+            file.name
+        );
 
         if let Some(ptxas) = &ptxas {
             let input = dir.join(file.name.replace(".cu", ".ptx"));
@@ -191,7 +204,10 @@ fn a_compile_error_carries_the_log_and_the_options() {
             assert!(log.contains("broken.cu(1)"), "log: {log}");
             assert!(options.iter().any(|o| o == "--gpu-architecture=compute_90"));
             let text = e.to_string();
-            assert!(text.contains("undefined_fn") && text.contains("--fmad=false"), "{text}");
+            assert!(
+                text.contains("undefined_fn") && text.contains("--fmad=false"),
+                "{text}"
+            );
             assert_eq!(
                 gradcast_core::Classify::kind(&e),
                 gradcast_core::ErrorKind::KernelCompile
