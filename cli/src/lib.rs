@@ -1,3 +1,62 @@
-//! The gradcast command-line tool
+//! # gradcast-cli
 //!
-//! Not written yet: this crate is an empty member of the workspace.
+//! The `gradcast` command-line tool:
+//!
+//! * `gradcast train`: the main job. Data-parallel training of a small MLP on the UCI digits
+//!   (shipped inside smartcore, no download) or on MNIST-format IDX files, with P workers whose
+//!   gradients come from candle's autodiff, once with dense fp32 updates and once with gradcast,
+//!   compared side by side (accuracy, bytes on the wire, time), with a PNG plot and a JSON
+//!   summary.
+//! * `gradcast encode | decode | inspect`: raw little-endian f32 files to messages and back,
+//!   in gradcast's format or DL4J's; `inspect` validates a message and prints its header and
+//!   statistics.
+//! * `gradcast bench`: the kernel benchmarks of every backend compiled in.
+//!
+//! Every failure is a [`CliError`] with a message that says what is wrong; bad arguments exit
+//! with code 2, bad files and failed work with code 1.
+// The CLI is a std program: the workspace's no_std-oriented lints (prefer `core`/`alloc` paths)
+// only add noise here.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+pub mod backends;
+pub mod bench;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod plot;
+pub mod rng;
+pub mod sharing;
+pub mod threshold;
+pub mod tools;
+pub mod train;
+
+pub use error::CliError;
+
+use clap::Parser;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// Parses `args` (program name first), runs the command, prints errors to stderr and returns
+/// the exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help and version to stdout with code 0, errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

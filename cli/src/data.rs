@@ -1,0 +1,438 @@
+//! Data sets: the UCI handwritten digits shipped inside smartcore (no download), and
+//! MNIST-format IDX files from a directory (`--data idx:DIR`).
+
+use crate::rng::SplitMix64;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A classification data set: `features` holds `len() * dim` values in `[0, 1]`, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// Row-major features, `dim` per sample, scaled to `[0, 1]`.
+    pub features: Vec<f32>,
+    /// Class labels in `0..classes`.
+    pub labels: Vec<u8>,
+    /// Features per sample.
+    pub dim: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the data set has no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The features of sample `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The samples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let mut features = Vec::with_capacity(indices.len() * self.dim);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            features.extend_from_slice(self.row(i));
+            labels.push(self.labels[i]);
+        }
+        Dataset {
+            features,
+            labels,
+            dim: self.dim,
+            classes: self.classes,
+        }
+    }
+}
+
+/// A training set and a held-out test set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    /// A short name of the source (`"digits"`, `"idx:<dir>"`).
+    pub name: String,
+    /// Training samples.
+    pub train: Dataset,
+    /// Held-out test samples, never trained on.
+    pub test: Dataset,
+}
+
+/// Why a data set could not be loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DataError {
+    /// A file of the IDX layout is missing.
+    Missing {
+        /// The directory searched.
+        dir: PathBuf,
+        /// The standard file name looked for.
+        name: &'static str,
+    },
+    /// A file could not be read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A file is gzip-compressed (IDX files are distributed as `.gz`).
+    Compressed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file is not a valid IDX file of the expected shape.
+    BadIdx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Images and labels do not belong together.
+    Mismatch {
+        /// What does not match.
+        reason: String,
+    },
+    /// The embedded digits data set is not what this build expects.
+    Digits {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::Missing { dir, name } => write!(
+                f,
+                "{}: no file `{name}` (an IDX directory holds train-images-idx3-ubyte, \
+                 train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte)",
+                dir.display()
+            ),
+            DataError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            DataError::Compressed { path } => write!(
+                f,
+                "{}: file is gzip-compressed; unpack it first (gunzip)",
+                path.display()
+            ),
+            DataError::BadIdx { path, reason } => {
+                write!(f, "{}: not a valid IDX file: {reason}", path.display())
+            }
+            DataError::Mismatch { reason } => write!(f, "IDX data set: {reason}"),
+            DataError::Digits { reason } => write!(f, "digits data set: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The UCI optical recognition of handwritten digits (1797 8x8 images, 16 grey levels, 10
+/// classes) as shipped in smartcore's `datasets` feature, scaled to `[0, 1]`.
+///
+/// # Errors
+/// [`DataError::Digits`] if the embedded data do not have the expected shape.
+pub fn digits() -> Result<Dataset, DataError> {
+    let ds = smartcore::dataset::digits::load_dataset();
+    let bad = |reason: String| DataError::Digits { reason };
+    if ds.num_features != 64 || ds.data.len() != ds.num_samples * 64 {
+        return Err(bad(format!(
+            "expected 64 features per sample, found {} ({} values for {} samples)",
+            ds.num_features,
+            ds.data.len(),
+            ds.num_samples
+        )));
+    }
+    let mut labels = Vec::with_capacity(ds.num_samples);
+    for (i, &t) in ds.target.iter().enumerate() {
+        if !(0.0..=9.0).contains(&t) || t.fract() != 0.0 {
+            return Err(bad(format!("sample {i} has label {t}, not a digit 0-9")));
+        }
+        labels.push(t as u8);
+    }
+    if labels.len() != ds.num_samples {
+        return Err(bad(format!(
+            "{} labels for {} samples",
+            labels.len(),
+            ds.num_samples
+        )));
+    }
+    let features = ds.data.iter().map(|&v| (v / 16.0).clamp(0.0, 1.0)).collect();
+    Ok(Dataset {
+        features,
+        labels,
+        dim: 64,
+        classes: 10,
+    })
+}
+
+/// Splits `data` into train and test sets: a seeded shuffle, then the last
+/// `round(test_fraction * len)` samples are held out.
+pub fn split(name: &str, data: &Dataset, test_fraction: f64, seed: u64) -> Split {
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    SplitMix64::new(seed ^ 0x5EED_0F_5A17).shuffle(&mut order);
+    let n_test = ((data.len() as f64) * test_fraction).round() as usize;
+    let n_test = n_test.min(data.len());
+    let (train, test) = order.split_at(data.len() - n_test);
+    Split {
+        name: name.to_string(),
+        train: data.select(train),
+        test: data.select(test),
+    }
+}
+
+/// The digits data set with a seeded 80/20 train/test split.
+///
+/// # Errors
+/// As [`digits`].
+pub fn digits_split(seed: u64) -> Result<Split, DataError> {
+    Ok(split("digits", &digits()?, 0.2, seed))
+}
+
+/// The standard IDX file names (and the dotted variant some mirrors use).
+const IDX_FILES: [(&str, &str); 4] = [
+    ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+];
+
+fn find_idx(dir: &Path, names: (&'static str, &'static str)) -> Result<PathBuf, DataError> {
+    for name in [names.0, names.1] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let gz = dir.join(format!("{}.gz", names.0));
+    if gz.is_file() {
+        return Err(DataError::Compressed { path: gz });
+    }
+    Err(DataError::Missing {
+        dir: dir.to_path_buf(),
+        name: names.0,
+    })
+}
+
+/// An IDX file's dimensions and its unsigned-byte data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idx {
+    /// The dimensions, outermost first.
+    pub dims: Vec<usize>,
+    /// The values, row-major.
+    pub data: Vec<u8>,
+}
+
+/// Parses an IDX file of unsigned bytes (type code `0x08`) with `expect_dims` dimensions.
+///
+/// # Errors
+/// [`DataError::BadIdx`] naming the problem: short file, bad magic, another element type, a
+/// different number of dimensions, or a length that does not match the dimensions.
+pub fn parse_idx(path: &Path, bytes: &[u8], expect_dims: usize) -> Result<Idx, DataError> {
+    let bad = |reason: String| DataError::BadIdx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
+        return Err(DataError::Compressed {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes.len() < 4 {
+        return Err(bad(format!(
+            "{} bytes, shorter than the 4-byte magic number",
+            bytes.len()
+        )));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(bad(format!(
+            "magic number starts with {:#04x} {:#04x}, expected 0x00 0x00",
+            bytes[0], bytes[1]
+        )));
+    }
+    if bytes[2] != 0x08 {
+        return Err(bad(format!(
+            "element type {:#04x}, only unsigned bytes (0x08) are supported",
+            bytes[2]
+        )));
+    }
+    let ndims = bytes[3] as usize;
+    if ndims != expect_dims {
+        return Err(bad(format!(
+            "{ndims} dimensions, expected {expect_dims}"
+        )));
+    }
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
+        return Err(bad(format!(
+            "{} bytes, shorter than its {header}-byte header",
+            bytes.len()
+        )));
+    }
+    let dims: Vec<usize> = (0..ndims)
+        .map(|d| {
+            let o = 4 + 4 * d;
+            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+        })
+        .collect();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
+    let have = bytes.len() - header;
+    if have != count {
+        return Err(bad(format!(
+            "dimensions {dims:?} need {count} data bytes, the file has {have}"
+        )));
+    }
+    if count == 0 {
+        return Err(bad(format!("dimensions {dims:?} hold no data")));
+    }
+    Ok(Idx {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
+}
+
+fn read_idx(path: &Path, expect_dims: usize) -> Result<Idx, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_idx(path, &bytes, expect_dims)
+}
+
+fn idx_pair(
+    images_path: &Path,
+    labels_path: &Path,
+    dim: Option<usize>,
+) -> Result<Dataset, DataError> {
+    let images = read_idx(images_path, 3)?;
+    let labels = read_idx(labels_path, 1)?;
+    let n = images.dims[0];
+    let d = images.dims[1] * images.dims[2];
+    if labels.dims[0] != n {
+        return Err(DataError::Mismatch {
+            reason: format!(
+                "{} holds {n} images but {} holds {} labels",
+                images_path.display(),
+                labels_path.display(),
+                labels.dims[0]
+            ),
+        });
+    }
+    if let Some(expected) = dim {
+        if expected != d {
+            return Err(DataError::Mismatch {
+                reason: format!(
+                    "{} has {d} pixels per image, the training images have {expected}",
+                    images_path.display()
+                ),
+            });
+        }
+    }
+    if let Some((i, &l)) = labels.data.iter().enumerate().find(|&(_, &l)| l > 9) {
+        return Err(DataError::BadIdx {
+            path: labels_path.to_path_buf(),
+            reason: format!("label {i} is {l}, not a digit 0-9"),
+        });
+    }
+    Ok(Dataset {
+        features: images.data.iter().map(|&p| p as f32 / 255.0).collect(),
+        labels: labels.data,
+        dim: d,
+        classes: 10,
+    })
+}
+
+/// Loads an MNIST-layout directory: the `train-*` files for training and the `t10k-*` files
+/// as the held-out test set.
+///
+/// # Errors
+/// [`DataError`] naming the file and what is wrong with it.
+pub fn load_idx_dir(dir: &Path) -> Result<Split, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        });
+    }
+    let paths = IDX_FILES
+        .iter()
+        .map(|&names| find_idx(dir, names))
+        .collect::<Result<Vec<_>, _>>()?;
+    let train = idx_pair(&paths[0], &paths[1], None)?;
+    let test = idx_pair(&paths[2], &paths[3], Some(train.dim))?;
+    Ok(Split {
+        name: format!("idx:{}", dir.display()),
+        train,
+        test,
+    })
+}
+
+/// Writes an IDX file of unsigned bytes (for tests and for making small IDX sets).
+pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_the_uci_set() {
+        let d = digits().unwrap();
+        assert_eq!(d.len(), 1797);
+        assert_eq!(d.dim, 64);
+        assert!(d.features.iter().all(|v| (0.0..=1.0).contains(v)));
+        let mut per_class = [0usize; 10];
+        for &l in &d.labels {
+            per_class[l as usize] += 1;
+        }
+        assert!(per_class.iter().all(|&c| (170..=190).contains(&c)));
+    }
+
+    #[test]
+    fn split_is_seeded_and_disjoint() {
+        let d = digits().unwrap();
+        let a = split("d", &d, 0.2, 1);
+        let b = split("d", &d, 0.2, 1);
+        let c = split("d", &d, 0.2, 2);
+        assert_eq!(a, b);
+        assert_ne!(a.test.labels, c.test.labels);
+        assert_eq!(a.train.len() + a.test.len(), 1797);
+        assert_eq!(a.test.len(), 359);
+    }
+
+    #[test]
+    fn idx_errors_say_what_is_wrong() {
+        let p = Path::new("x");
+        let good = idx_bytes(&[2, 2, 2], &[0; 8]);
+        assert_eq!(parse_idx(p, &good, 3).unwrap().dims, vec![2, 2, 2]);
+        let msg = |b: &[u8], d| parse_idx(p, b, d).unwrap_err().to_string();
+        assert!(msg(&good[..2], 3).contains("shorter than the 4-byte magic"));
+        assert!(msg(&good[..good.len() - 1], 3).contains("need 8 data bytes, the file has 7"));
+        assert!(msg(&good, 1).contains("3 dimensions, expected 1"));
+        let mut t = good.clone();
+        t[2] = 0x0d;
+        assert!(msg(&t, 3).contains("element type 0x0d"));
+        t[0] = 7;
+        assert!(msg(&t, 3).contains("magic number"));
+        assert!(msg(&[0x1f, 0x8b, 8, 0], 3).contains("gzip"));
+    }
+}

@@ -1,0 +1,431 @@
+//! The main job: data-parallel training of an MLP with P workers, once with dense fp32
+//! updates and once with gradcast, same seed and same data order, side by side.
+//!
+//! Per round, each worker takes its shard of the batch, computes the gradient of its mean loss
+//! with candle's autodiff on its own replica, and turns it into an update with plain SGD:
+//! `update = lr * grad`. The update is shared ([`crate::sharing`]), and every replica steps
+//! `params -= scale * sum(contributions)`.
+
+use crate::data::Split;
+use crate::error::CliError;
+use crate::model::Mlp;
+use crate::rng::SplitMix64;
+use crate::sharing::{Aggregate, DenseSharing, GradcastSharing, PhaseTimes, RoundStats, Sharing};
+use crate::threshold::ThresholdSpec;
+use gradcast_core::Backend;
+use gradcast_core::wire::Encoding;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Everything that defines a training run (both runs share it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainConfig {
+    /// Workers P.
+    pub workers: usize,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Global batch size, split into P shards.
+    pub batch: usize,
+    /// Learning rate of the workers' SGD step.
+    pub lr: f32,
+    /// Seed of the initial weights, the split and the data order.
+    pub seed: u64,
+    /// Hidden units of the MLP.
+    pub hidden: usize,
+    /// gradcast's threshold policy.
+    #[serde(serialize_with = "display")]
+    pub threshold: ThresholdSpec,
+    /// How contributions are combined.
+    #[serde(serialize_with = "aggregate_name")]
+    pub aggregate: Aggregate,
+}
+
+fn display<T: core::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn aggregate_name<S: serde::Serializer>(v: &Aggregate, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.name())
+}
+
+impl TrainConfig {
+    /// Checks the values a user can get wrong.
+    ///
+    /// # Errors
+    /// [`CliError::Usage`] naming the option.
+    pub fn validate(&self) -> Result<(), CliError> {
+        let bad = |m: String| Err(CliError::Usage(m));
+        if self.workers == 0 || self.workers > 1024 {
+            return bad(format!("--workers {}: must be 1 to 1024", self.workers));
+        }
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch < self.workers {
+            return bad(format!(
+                "--batch {} is smaller than --workers {}: every worker needs a sample",
+                self.batch, self.workers
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr {}: must be finite and greater than 0", self.lr));
+        }
+        if self.hidden == 0 {
+            return bad("--hidden must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One epoch of one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's rounds and workers.
+    pub loss: f64,
+    /// Test accuracy after the epoch, in [0, 1].
+    pub test_accuracy: f64,
+    /// Bytes sent during this epoch.
+    pub bytes: u64,
+    /// Bytes sent since the start.
+    pub cumulative_bytes: u64,
+    /// gradcast: mean threshold of the epoch's messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tau: Option<f64>,
+    /// gradcast: mean fraction of elements sent per message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density: Option<f64>,
+    /// gradcast: messages by encoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encodings: Option<EncodingMix>,
+}
+
+/// How many messages used each encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EncodingMix {
+    /// Sparse messages.
+    pub sparse: u64,
+    /// Bitmap messages.
+    pub bitmap: u64,
+    /// Dense (fp32) messages.
+    pub dense: u64,
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Final test accuracy, in [0, 1].
+    pub test_accuracy: f64,
+    /// Total bytes on the wire over the run.
+    pub bytes: u64,
+    /// Wall time of the run's training rounds (test evaluation excluded).
+    pub seconds: f64,
+    /// Final epoch's mean training loss.
+    pub final_loss: f64,
+    /// Whether all replicas ended bit-identical.
+    pub replicas_identical: bool,
+    /// gradcast: time in `residual += update` and encode, summed over workers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_seconds: Option<f64>,
+    /// gradcast: time publishing and validating messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_seconds: Option<f64>,
+    /// gradcast: time decoding into every replica and stepping, summed over replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_seconds: Option<f64>,
+    /// Per-epoch records.
+    pub epochs: Vec<EpochRecord>,
+}
+
+/// Data set facts for the summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DataInfo {
+    /// Source name.
+    pub name: String,
+    /// Training samples.
+    pub train: usize,
+    /// Held-out test samples.
+    pub test: usize,
+    /// Features per sample.
+    pub features: usize,
+    /// Classes.
+    pub classes: usize,
+}
+
+/// The whole comparison: what `--json` prints and `summary.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// The configuration.
+    pub config: TrainConfig,
+    /// The backend gradcast ran on.
+    pub backend: String,
+    /// The data set.
+    pub data: DataInfo,
+    /// Model parameters N (the length of the shared vector).
+    pub params: usize,
+    /// Rounds per run.
+    pub rounds: u64,
+    /// The dense fp32 baseline.
+    pub dense: RunSummary,
+    /// gradcast.
+    pub gradcast: RunSummary,
+    /// `dense.bytes / gradcast.bytes`.
+    pub compression_ratio: f64,
+    /// `gradcast.test_accuracy - dense.test_accuracy`, in percentage points.
+    pub accuracy_gap_pp: f64,
+}
+
+/// Receives progress while training (the human output and the progress bar).
+pub trait Observer {
+    /// A round of either run finished.
+    fn round_done(&mut self) {}
+    /// Both runs finished epoch `epoch`.
+    fn epoch_done(&mut self, _dense: &EpochRecord, _gradcast: &EpochRecord) {}
+}
+
+/// An observer that does nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Splits `batch` into `workers` contiguous shards whose sizes differ by at most one.
+fn shards(batch: &[usize], workers: usize) -> Vec<&[usize]> {
+    let base = batch.len() / workers;
+    let extra = batch.len() % workers;
+    let mut out = Vec::with_capacity(workers);
+    let mut start = 0;
+    for w in 0..workers {
+        let len = base + usize::from(w < extra);
+        out.push(&batch[start..start + len]);
+        start += len;
+    }
+    out
+}
+
+/// One run's state across epochs.
+struct Run<S: Sharing> {
+    sharing: S,
+    round: u64,
+    bytes: u64,
+    elapsed: Duration,
+    records: Vec<EpochRecord>,
+}
+
+/// The per-round statistics accumulated over an epoch.
+#[derive(Default)]
+struct EpochAcc {
+    loss: f64,
+    loss_n: usize,
+    bytes: u64,
+    tau: f64,
+    entries: f64,
+    messages: u64,
+    mix: EncodingMix,
+}
+
+impl EpochAcc {
+    fn add(&mut self, s: &RoundStats, n: usize) {
+        self.bytes += s.bytes;
+        for m in &s.messages {
+            self.tau += m.tau as f64;
+            self.entries += m.entries as f64 / n as f64;
+            self.messages += 1;
+            match m.encoding {
+                Encoding::Sparse => self.mix.sparse += 1,
+                Encoding::Bitmap => self.mix.bitmap += 1,
+                Encoding::Dense => self.mix.dense += 1,
+            }
+        }
+    }
+}
+
+impl<S: Sharing> Run<S> {
+    fn new(sharing: S) -> Self {
+        Run {
+            sharing,
+            round: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            records: Vec::new(),
+        }
+    }
+
+    /// Trains one epoch over `order` and evaluates.
+    fn epoch(
+        &mut self,
+        model: &Mlp,
+        cfg: &TrainConfig,
+        data: &Split,
+        order: &[usize],
+        gradcast: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<EpochRecord, CliError> {
+        let n = model.num_params();
+        let mut acc = EpochAcc::default();
+        let start = Instant::now();
+        for batch in order.chunks(cfg.batch) {
+            let parts = shards(batch, cfg.workers);
+            let replicas = (0..cfg.workers)
+                .map(|w| self.sharing.params(w))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Every worker computes its gradient on its own replica, in its own thread.
+            let results: Vec<Result<(f32, Vec<f32>), CliError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = parts
+                    .iter()
+                    .zip(&replicas)
+                    .map(|(idx, params)| {
+                        s.spawn(move || {
+                            let shard = data.train.select(idx);
+                            let (loss, mut g) =
+                                model.loss_and_grad(params, &shard.features, &shard.labels)?;
+                            for v in &mut g {
+                                *v *= cfg.lr;
+                            }
+                            Ok((loss, g))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(CliError::Train("a worker thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
+            let mut updates = Vec::with_capacity(cfg.workers);
+            for r in results {
+                let (loss, u) = r?;
+                if !loss.is_finite() {
+                    return Err(CliError::Train(format!(
+                        "the loss diverged (non-finite) in round {}; lower --lr",
+                        self.round
+                    )));
+                }
+                acc.loss += loss as f64;
+                acc.loss_n += 1;
+                updates.push(u);
+            }
+            let stats = self.sharing.share(self.round, &updates)?;
+            acc.add(&stats, n);
+            self.round += 1;
+            obs.round_done();
+        }
+        self.elapsed += start.elapsed();
+        self.bytes += acc.bytes;
+        let params = self.sharing.params(0)?;
+        let test_accuracy = model.accuracy(&params, &data.test)?;
+        let m = acc.messages.max(1) as f64;
+        let rec = EpochRecord {
+            epoch: self.records.len() + 1,
+            loss: acc.loss / acc.loss_n.max(1) as f64,
+            test_accuracy,
+            bytes: acc.bytes,
+            cumulative_bytes: self.bytes,
+            tau: gradcast.then(|| acc.tau / m),
+            density: gradcast.then(|| acc.entries / m),
+            encodings: gradcast.then_some(acc.mix),
+        };
+        self.records.push(rec.clone());
+        Ok(rec)
+    }
+
+    fn summary(&self, times: Option<PhaseTimes>) -> Result<RunSummary, CliError> {
+        let last = self.records.last();
+        Ok(RunSummary {
+            test_accuracy: last.map_or(0.0, |r| r.test_accuracy),
+            bytes: self.bytes,
+            seconds: self.elapsed.as_secs_f64(),
+            final_loss: last.map_or(0.0, |r| r.loss),
+            replicas_identical: self.sharing.replicas_identical()?,
+            encode_seconds: times.map(|t| t.encode.as_secs_f64()),
+            exchange_seconds: times.map(|t| t.exchange.as_secs_f64()),
+            decode_seconds: times.map(|t| t.decode.as_secs_f64()),
+            epochs: self.records.clone(),
+        })
+    }
+}
+
+/// Rounds per epoch for `train_len` samples.
+pub fn rounds_per_epoch(train_len: usize, batch: usize) -> u64 {
+    train_len.div_ceil(batch.max(1)) as u64
+}
+
+/// Trains the dense baseline and gradcast (on `backend`) side by side, epoch by epoch.
+///
+/// # Errors
+/// [`CliError::Usage`] for a bad configuration; training, backend and codec errors.
+pub fn train<B: Backend>(
+    backend: &B,
+    cfg: &TrainConfig,
+    data: &Split,
+    obs: &mut dyn Observer,
+) -> Result<Summary, CliError> {
+    cfg.validate()?;
+    if data.train.is_empty() || data.test.is_empty() {
+        return Err(CliError::Train("the training or test set is empty".into()));
+    }
+    let model = Mlp {
+        input: data.train.dim,
+        hidden: cfg.hidden,
+        classes: data.train.classes,
+    };
+    let init = model.init(cfg.seed);
+    let mut dense = Run::new(DenseSharing::new(&init, cfg.workers, cfg.aggregate));
+    let mut gc = Run::new(GradcastSharing::new(
+        backend,
+        &init,
+        cfg.workers,
+        cfg.aggregate,
+        cfg.threshold,
+    )?);
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    let mut rng = SplitMix64::new(cfg.seed.wrapping_add(0xDA7A));
+    for _ in 0..cfg.epochs {
+        rng.shuffle(&mut order);
+        let d = dense.epoch(&model, cfg, data, &order, false, obs)?;
+        let g = gc.epoch(&model, cfg, data, &order, true, obs)?;
+        obs.epoch_done(&d, &g);
+    }
+    let dense_summary = dense.summary(None)?;
+    let gc_summary = gc.summary(Some(gc.sharing.times))?;
+    for (name, s) in [("dense", &dense_summary), ("gradcast", &gc_summary)] {
+        if !s.replicas_identical {
+            return Err(CliError::Train(format!(
+                "the {name} replicas diverged: they must stay bit-identical"
+            )));
+        }
+    }
+    Ok(Summary {
+        config: cfg.clone(),
+        backend: backend.name().to_string(),
+        data: DataInfo {
+            name: data.name.clone(),
+            train: data.train.len(),
+            test: data.test.len(),
+            features: data.train.dim,
+            classes: data.train.classes,
+        },
+        params: model.num_params(),
+        rounds: dense.round,
+        compression_ratio: dense_summary.bytes as f64 / gc_summary.bytes.max(1) as f64,
+        accuracy_gap_pp: 100.0 * (gc_summary.test_accuracy - dense_summary.test_accuracy),
+        dense: dense_summary,
+        gradcast: gc_summary,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_batch() {
+        let b: Vec<usize> = (0..10).collect();
+        let s = shards(&b, 4);
+        assert_eq!(s.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![3, 3, 2, 2]);
+        assert_eq!(s.concat(), b);
+    }
+}
