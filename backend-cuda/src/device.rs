@@ -9,7 +9,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use gradcast_core::backend::{ClipStats, VectorStats, check_range, check_same_len, slices};
 use gradcast_core::codec::{self, EncodeParams, EncodeSummary, Plan};
-use gradcast_core::wire::{self, Encoding, HEADER_LEN, MessageView};
+use gradcast_core::wire::{Encoding, HEADER_LEN, MessageView};
 use gradcast_core::{Backend, Error};
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -152,6 +152,15 @@ fn ensure<T: DeviceRepr + ValidAsZeroBits>(
         );
     }
     Ok(())
+}
+
+/// The error for a scratch buffer or view that `ensure` / the length checks guarantee: never
+/// returned unless this file has a bug, and then an error rather than a panic.
+#[cold]
+fn unreachable_scratch() -> CudaError {
+    CudaError::WrongResult {
+        what: "internal: a scratch buffer was not allocated or is too short".into(),
+    }
 }
 
 impl Cuda {
@@ -380,8 +389,8 @@ impl Cuda {
         let scan = self.function(Module::Count, "gc_scan_tiles")?;
         let x = buf.data.slice(range.clone());
         let n64 = n as u64;
-        let tile_counts = s.tile_counts.as_mut().ok_or(Error::EmptyVector)?;
-        let offsets = s.offsets.as_mut().ok_or(Error::EmptyVector)?;
+        let tile_counts = s.tile_counts.as_mut().ok_or_else(unreachable_scratch)?;
+        let offsets = s.offsets.as_mut().ok_or_else(unreachable_scratch)?;
         {
             let mut first_bad = s.small.slice_mut(SLOT_FIRST_BAD..SLOT_FIRST_BAD + 1);
             let mut b = self.stream.launch_builder(count_tiles);
@@ -435,7 +444,7 @@ impl Cuda {
         let f = self.function(Module::Count, "gc_head_count")?;
         let x = buf.data.slice(range);
         let start64 = start as u64;
-        let offsets = s.offsets.as_ref().ok_or(Error::EmptyVector)?;
+        let offsets = s.offsets.as_ref().ok_or_else(unreachable_scratch)?;
         {
             let mut out = s.small.slice_mut(SLOT_HEAD..SLOT_HEAD + 1);
             let mut b = self.stream.launch_builder(f);
@@ -565,7 +574,8 @@ impl Backend for Cuda {
                 let view = residual.data.slice(range.clone());
                 // SAFETY: reinterpreting n f32 as 4 n bytes: same allocation, u8 has no
                 // alignment or validity requirement.
-                let bytes = unsafe { view.transmute::<u8>(4 * n) }.ok_or(Error::EmptyVector)?;
+                let bytes =
+                    unsafe { view.transmute::<u8>(4 * n) }.ok_or_else(unreachable_scratch)?;
                 self.stream
                     .memcpy_dtoh(&bytes, &mut out[HEADER_LEN..HEADER_LEN + payload_len])
                     .map_err(CudaError::driver("memcpy dtoh"))?;
@@ -586,8 +596,8 @@ impl Backend for Cuda {
                 let tiles = tiles_for(n, "encode")?;
                 ensure(&self.stream, &mut s.payload, plan.entries)?;
                 let f = self.function(Module::Encode, "gc_encode_sparse")?;
-                let offsets = s.offsets.as_ref().ok_or(Error::EmptyVector)?;
-                let payload = s.payload.as_mut().ok_or(Error::EmptyVector)?;
+                let offsets = s.offsets.as_ref().ok_or_else(unreachable_scratch)?;
+                let payload = s.payload.as_mut().ok_or_else(unreachable_scratch)?;
                 {
                     let mut x = residual.data.slice_mut(range.clone());
                     let mut b = self.stream.launch_builder(f);
@@ -606,8 +616,8 @@ impl Backend for Cuda {
                         .map_err(CudaError::driver("gc_encode_sparse"))?;
                 }
                 // SAFETY: the u32 payload buffer reinterpreted as its first 4 K bytes.
-                let bytes =
-                    unsafe { payload.transmute::<u8>(payload_len) }.ok_or(Error::EmptyVector)?;
+                let bytes = unsafe { payload.transmute::<u8>(payload_len) }
+                    .ok_or_else(unreachable_scratch)?;
                 self.stream
                     .memcpy_dtoh(&bytes, &mut out[HEADER_LEN..HEADER_LEN + payload_len])
                     .map_err(CudaError::driver("memcpy dtoh"))?;
@@ -619,8 +629,8 @@ impl Backend for Cuda {
                 let nwords32 = nwords as u32;
                 ensure(&self.stream, &mut s.payload, nwords)?;
                 let f = self.function(Module::Encode, "gc_encode_bitmap")?;
-                let offsets = s.offsets.as_ref().ok_or(Error::EmptyVector)?;
-                let payload = s.payload.as_mut().ok_or(Error::EmptyVector)?;
+                let offsets = s.offsets.as_ref().ok_or_else(unreachable_scratch)?;
+                let payload = s.payload.as_mut().ok_or_else(unreachable_scratch)?;
                 {
                     let mut x = residual.data.slice_mut(range.clone());
                     let mut b = self.stream.launch_builder(f);
@@ -637,8 +647,8 @@ impl Backend for Cuda {
                 }
                 // SAFETY: the u32 words reinterpreted as their first ceil(n / 4) bytes
                 // (little-endian, as the wire format lays the bitmap out).
-                let bytes =
-                    unsafe { payload.transmute::<u8>(payload_len) }.ok_or(Error::EmptyVector)?;
+                let bytes = unsafe { payload.transmute::<u8>(payload_len) }
+                    .ok_or_else(unreachable_scratch)?;
                 self.stream
                     .memcpy_dtoh(&bytes, &mut out[HEADER_LEN..HEADER_LEN + payload_len])
                     .map_err(CudaError::driver("memcpy dtoh"))?;
@@ -646,7 +656,7 @@ impl Backend for Cuda {
             }
         }
         let header = plan.header(params, n);
-        let bytes = wire::seal(out, header);
+        let bytes = crate::crc::seal(out, header);
         Ok(EncodeSummary {
             encoding: plan.encoding,
             entries: plan.entries as u32,
@@ -669,7 +679,7 @@ impl Backend for Cuda {
         let mut guard = self.scratch();
         let s: &mut Scratch = &mut guard;
         ensure(&self.stream, &mut s.message, payload.len())?;
-        let dev = s.message.as_mut().ok_or(Error::EmptyVector)?;
+        let dev = s.message.as_mut().ok_or_else(unreachable_scratch)?;
         self.stream
             .memcpy_htod(payload, &mut dev.slice_mut(0..payload.len()))
             .map_err(CudaError::driver("memcpy htod"))?;
@@ -835,7 +845,7 @@ mod tests {
         let plan = Plan::new(&params, 8, 2, 1024, |_| 0).unwrap();
         let mut out = vec![0u8; plan.bytes];
         out[HEADER_LEN..].copy_from_slice(&[1, 0, 0, 0, 0xF9, 0xFF, 0xFF, 0xFF]); // +1, -7
-        let len = wire::seal(&mut out, plan.header(&params, 8));
+        let len = crate::crc::seal(&mut out, plan.header(&params, 8));
         let msg = MessageView::parse(&out[..len]).unwrap();
         assert_eq!(msg.sparse_entries().collect::<Vec<_>>(), vec![1, -7]);
     }

@@ -5,6 +5,7 @@
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 pub mod bench;
+mod crc;
 mod device;
 pub mod error;
 pub mod kernels;
