@@ -7,17 +7,21 @@
 //   sub-groups, no work-group collective functions.
 // * Work-group size is chosen by the host from the device's limits and passed implicitly via
 //   get_local_size(0); local scratch arrays are sized by the host (clSetKernelArg with NULL).
-// * Layout of the "group" kernels: work-group g covers elements
-//   [g * ITEMS * lsize, (g + 1) * ITEMS * lsize) of the segment, and work-item l of it the
-//   ITEMS contiguous elements starting at g * ITEMS * lsize + l * ITEMS. ITEMS is 16, so a
-//   work-item owns exactly one 32-bit bitmap word (16 two-bit codes).
+// * Layout of the "group" kernels: work-group g covers the chunk of `span * lsize` elements
+//   starting at g * span * lsize (span: a power of two >= 16 chosen by the host so that the
+//   number of groups suits the device). count_groups reads it strided (element
+//   k * lsize + lid of the chunk: neighbouring work-items read neighbouring elements, which
+//   GPUs coalesce and PoCL vectorizes); encode_select gives work-item lid the `span`
+//   contiguous elements starting at lid * span, so that ranks follow index order and every
+//   work-item owns whole 32-bit bitmap words (16 two-bit codes each).
+// * Element-wise kernels use a grid-stride loop, so the host bounds the number of groups.
 //
 // Indices: `n` is the segment length (< 2^31, the wire format's limit), `base` the segment's
 // first element in the buffer. Relative indices are uint; buffer indices are size_t.
 
 #pragma OPENCL FP_CONTRACT OFF
 
-#define ITEMS 16u
+#define WORD 16u
 #define NONE 0xFFFFFFFFu
 
 // |v| >= tau, exactly as codec::passes.
@@ -38,20 +42,21 @@ inline void scan_inclusive(__local uint* s, uint lid, uint lsize) {
 // Per-group candidate counts and the first non-finite element of each group.
 // counts[g] = #{ i in group g : |x| >= tau }, bad[g] = smallest relative index of a NaN/inf in
 // group g, or NONE.
-__kernel void count_groups(__global const float* x, ulong base, uint n, float tau,
+__kernel void count_groups(__global const float* x, ulong base, uint n, float tau, uint span,
                            __global uint* counts, __global uint* bad,
                            __local uint* s_count, __local uint* s_bad) {
     const uint lid = get_local_id(0);
     const uint lsize = get_local_size(0);
     const uint g = get_group_id(0);
-    const ulong first = (ulong)g * ITEMS * lsize + (ulong)lid * ITEMS;
+    const ulong first = (ulong)g * span * lsize + lid;
     uint c = 0u;
     uint b = NONE;
-    for (uint k = 0; k < ITEMS; k++) {
-        const ulong i = first + k;
+    for (uint k = 0; k < span; k++) {
+        const ulong i = first + (ulong)k * lsize;
         if (i < n) {
             const float v = x[base + i];
             if (!isfinite(v)) {
+                // k grows with i, so the first one met is this work-item's smallest.
                 if (b == NONE) b = (uint)i;
             } else if (passes(v, tau)) {
                 c++;
@@ -88,51 +93,63 @@ __kernel void count_groups(__global const float* x, ulong base, uint n, float ta
 // mode 0 (sparse): out[slot] = +(i+1) or -(i+1) as int32 bits.
 // mode 1 (bitmap): out[i / 16] = the 16 two-bit codes of the work-item's elements
 //                  (01: +tau, 10: -tau); every word < ceil(n / 16) is written.
-__kernel void encode_select(__global float* x, ulong base, uint n, float tau,
-                            __global const uint* offsets, uint start, uint before_start,
-                            uint take_head, uint tail_end, uint mode,
-                            __global uint* out, __local uint* s) {
+__kernel void encode_select(__global float* x, ulong base, uint n, float tau, uint span,
+                            __global const uint* counts, __global const uint* offsets,
+                            uint start, uint before_start, uint take_head, uint tail_end,
+                            uint mode, __global uint* out, __local uint* s) {
     const uint lid = get_local_id(0);
     const uint lsize = get_local_size(0);
     const uint g = get_group_id(0);
-    const ulong first = (ulong)g * ITEMS * lsize + (ulong)lid * ITEMS;
+    const ulong first = (ulong)g * span * lsize + (ulong)lid * span;
+    // A group without candidates skips its reads. No return before the scan's barriers:
+    // PoCL miscompiles an early return ahead of a barrier even when it is group-uniform.
+    const bool any = counts[g] != 0u;
     uint c = 0u;
-    for (uint k = 0; k < ITEMS; k++) {
-        const ulong i = first + k;
-        if (i < n && passes(x[base + i], tau)) c++;
+    if (any) {
+        for (uint k = 0; k < span; k++) {
+            const ulong i = first + k;
+            if (i < n && passes(x[base + i], tau)) c++;
+        }
     }
     s[lid] = c;
     scan_inclusive(s, lid, lsize);
-    uint r = offsets[g] + s[lid] - c;
-    uint word = 0u;
-    for (uint k = 0; k < ITEMS; k++) {
-        const ulong i = first + k;
-        if (i >= n) break;
-        const float v = x[base + i];
-        if (!passes(v, tau)) continue;
-        bool selected;
-        uint slot;
-        if (i < start) {
-            selected = r < take_head;
-            slot = r;
-        } else {
-            selected = r < tail_end;
-            slot = take_head + (r - before_start);
+    if (!any) {
+        // Nothing to debit; bitmap words are all zero.
+        if (mode != 0u) {
+            for (ulong w = first; w < first + span && w < n; w += WORD) out[w / WORD] = 0u;
         }
-        r++;
-        if (!selected) continue;
-        const bool positive = v > 0.0f;
-        if (mode == 0u) {
-            const int e = positive ? (int)(i + 1) : -(int)(i + 1);
-            out[slot] = as_uint(e);
-        } else {
-            word |= (positive ? 1u : 2u) << (2u * k);
-        }
-        // debit: exactly one quantum, as codec::debit.
-        x[base + i] = positive ? v - tau : v + tau;
+        return;
     }
-    if (mode != 0u && first < n) {
-        out[first / ITEMS] = word;
+    uint r = offsets[g] + s[lid] - c;
+    for (ulong w = first; w < first + span && w < n; w += WORD) {
+        uint word = 0u;
+        for (uint k = 0; k < WORD; k++) {
+            const ulong i = w + k;
+            if (i >= n) break;
+            const float v = x[base + i];
+            if (!passes(v, tau)) continue;
+            bool selected;
+            uint slot;
+            if (i < start) {
+                selected = r < take_head;
+                slot = r;
+            } else {
+                selected = r < tail_end;
+                slot = take_head + (r - before_start);
+            }
+            r++;
+            if (!selected) continue;
+            const bool positive = v > 0.0f;
+            if (mode == 0u) {
+                const int e = positive ? (int)(i + 1) : -(int)(i + 1);
+                out[slot] = as_uint(e);
+            } else {
+                word |= (positive ? 1u : 2u) << (2u * k);
+            }
+            // debit: exactly one quantum, as codec::debit.
+            x[base + i] = positive ? v - tau : v + tau;
+        }
+        if (mode != 0u) out[w / WORD] = word;
     }
 }
 
@@ -140,69 +157,69 @@ __kernel void encode_select(__global float* x, ulong base, uint n, float tau,
 // ascending sparse entries (distinct indices: no two work-items touch one element).
 __kernel void decode_sparse(__global float* t, ulong base, __global const uint* entries,
                             uint k, float tau) {
-    const uint j = get_global_id(0);
-    if (j >= k) return;
-    const int e = as_int(entries[j]);
-    if (e > 0) {
-        t[base + (ulong)(e - 1)] += tau;
-    } else {
-        t[base + (ulong)(-e - 1)] -= tau;
+    for (uint j = get_global_id(0); j < k; j += get_global_size(0)) {
+        const int e = as_int(entries[j]);
+        if (e > 0) {
+            t[base + (ulong)(e - 1)] += tau;
+        } else {
+            t[base + (ulong)(-e - 1)] -= tau;
+        }
     }
 }
 
 // Adds a validated bitmap (2 bits per element, 16 per little-endian word) into target.
 __kernel void decode_bitmap(__global float* t, ulong base, __global const uint* words,
                             uint n, float tau) {
-    const uint i = get_global_id(0);
-    if (i >= n) return;
-    const uint code = (words[i / 16u] >> (2u * (i % 16u))) & 3u;
-    if (code & 1u) {
-        t[base + i] += tau;
-    } else if (code & 2u) {
-        t[base + i] -= tau;
+    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+        const uint code = (words[i / WORD] >> (2u * (i % WORD))) & 3u;
+        if (code & 1u) {
+            t[base + i] += tau;
+        } else if (code & 2u) {
+            t[base + i] -= tau;
+        }
     }
 }
 
 // target[base + i] += values[i] (dense warm-up message; the payload's f32 bits as words).
 __kernel void decode_dense(__global float* t, ulong base, __global const uint* values, uint n) {
-    const uint i = get_global_id(0);
-    if (i >= n) return;
-    t[base + i] += as_float(values[i]);
+    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+        t[base + i] += as_float(values[i]);
+    }
 }
 
 // dst[i] += src[i].
 __kernel void add_assign(__global float* dst, __global const float* src, uint n) {
-    const uint i = get_global_id(0);
-    if (i >= n) return;
-    dst[i] += src[i];
+    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+        dst[i] += src[i];
+    }
 }
 
 // p[i] -= u[i] (exact == 1) or p[i] -= (scale * u[i]) as two roundings (FP_CONTRACT OFF).
 __kernel void sub_scaled(__global float* p, __global const float* u, uint n, float scale,
                          uint exact) {
-    const uint i = get_global_id(0);
-    if (i >= n) return;
-    if (exact != 0u) {
-        p[i] -= u[i];
-    } else {
-        const float d = scale * u[i];
-        p[i] -= d;
+    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+        if (exact != 0u) {
+            p[i] -= u[i];
+        } else {
+            const float d = scale * u[i];
+            p[i] -= d;
+        }
     }
 }
 
 // Clips x[base .. base + n) to [-limit, limit] exactly as backend::slices::clip.
 __kernel void clip(__global float* x, ulong base, uint n, float limit) {
-    const uint i = get_global_id(0);
-    if (i >= n) return;
-    const float v = x[base + i];
-    if (fabs(v) > limit) {
-        x[base + i] = (v > 0.0f) ? limit : -limit;
+    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+        const float v = x[base + i];
+        if (fabs(v) > limit) {
+            x[base + i] = (v > 0.0f) ? limit : -limit;
+        }
     }
 }
 
 // x[base .. base + n) = +0.0 (what a dense encode leaves behind: x - x for finite x).
 __kernel void zero_range(__global float* x, ulong base, uint n) {
-    const uint i = get_global_id(0);
-    if (i >= n) return;
-    x[base + i] = 0.0f;
+    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+        x[base + i] = 0.0f;
+    }
 }

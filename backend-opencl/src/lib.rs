@@ -44,9 +44,16 @@ pub const KERNEL_NAMES: &[&str] = &[
     "zero_range",
 ];
 
-/// Elements per work-item in the group kernels (`ITEMS` in the source): one 32-bit word of
-/// 2-bit bitmap codes.
-const ITEMS: usize = 16;
+/// Elements per 32-bit bitmap word (`WORD` in the source); the smallest span of a work-item
+/// in the group kernels.
+const WORD: usize = 16;
+
+/// The largest span (elements per work-item) of the group kernels.
+const MAX_SPAN: usize = 1 << 16;
+
+/// Work-groups per compute unit the launches aim at (enough to balance the load, few enough
+/// that per-group overhead, large on CPU devices, stays small).
+const GROUPS_PER_UNIT: usize = 16;
 
 /// The work-group size the backend prefers when the device allows it.
 const PREFERRED_WG: usize = 256;
@@ -148,6 +155,8 @@ pub struct Limits {
     pub max_work_group: usize,
     /// `CL_DEVICE_LOCAL_MEM_SIZE` in bytes.
     pub local_mem: u64,
+    /// `CL_DEVICE_MAX_COMPUTE_UNITS`.
+    pub compute_units: usize,
     /// The work-group size used: a power of two no larger than the device's and the
     /// kernels' limits (and 256), whose local scratch fits in local memory.
     pub work_group: usize,
@@ -308,6 +317,10 @@ impl OpenCl {
             Ok(DeviceInfoResult::LocalMemSize(s)) => s,
             _ => 0,
         };
+        let compute_units = match device.info(DeviceInfo::MaxComputeUnits) {
+            Ok(DeviceInfoResult::MaxComputeUnits(c)) => (c as usize).max(1),
+            _ => 1,
+        };
         let mut wg = PREFERRED_WG.min(max_work_group.max(1));
         // Each group kernel's own limit (registers, private memory) may be lower.
         for name in ["count_groups", "encode_select"] {
@@ -342,6 +355,7 @@ impl OpenCl {
             limits: Limits {
                 max_work_group,
                 local_mem,
+                compute_units,
                 work_group: wg,
             },
             scratch: Mutex::new(Scratch::default()),
@@ -376,14 +390,23 @@ impl OpenCl {
         b
     }
 
-    /// Global size for one work-item per element: `n` rounded up to the work-group size.
-    fn elementwise_global(&self, n: usize) -> usize {
-        n.div_ceil(self.limits.work_group) * self.limits.work_group
+    /// The number of work-groups launches aim at.
+    fn target_groups(&self) -> usize {
+        self.limits.compute_units * GROUPS_PER_UNIT
     }
 
-    /// Elements per work-group in the group kernels.
-    fn chunk(&self) -> usize {
-        self.limits.work_group * ITEMS
+    /// Global size of the grid-stride element-wise kernels: at most one work-item per
+    /// element, at most [`OpenCl::target_groups`] groups, a multiple of the work-group size.
+    fn elementwise_global(&self, n: usize) -> usize {
+        let wg = self.limits.work_group;
+        n.div_ceil(wg).clamp(1, self.target_groups()) * wg
+    }
+
+    /// Elements per work-item in the group kernels for a segment of `n`: a power of two in
+    /// `16 ..= 65536` giving about [`OpenCl::target_groups`] groups.
+    fn span(&self, n: usize) -> usize {
+        let per_item = n.div_ceil(self.limits.work_group * self.target_groups());
+        per_item.next_power_of_two().clamp(WORD, MAX_SPAN)
     }
 
     /// Reads `dst.len()` f32 values starting at element `offset`.
@@ -468,7 +491,8 @@ impl OpenCl {
         tau: f32,
     ) -> Result<(Vec<u32>, Option<usize>), OpenClError> {
         let wg = self.limits.work_group;
-        let groups = n.div_ceil(self.chunk());
+        let span = self.span(n);
+        let groups = n.div_ceil(wg * span);
         let counts = ensure(&mut scratch.counts, &self.queue, groups)?;
         let bad = ensure(&mut scratch.bad, &self.queue, groups)?;
         let k = self
@@ -479,6 +503,7 @@ impl OpenCl {
             .arg(base as u64)
             .arg(u32_of(n))
             .arg(tau)
+            .arg(u32_of(span))
             .arg(counts)
             .arg(bad)
             .arg_local::<u32>(wg)
@@ -530,7 +555,7 @@ impl OpenCl {
         counts: &[u32],
         start: usize,
     ) -> Result<usize, OpenClError> {
-        let chunk = self.chunk();
+        let chunk = self.limits.work_group * self.span(n);
         let g0 = start / chunk;
         let whole: usize = counts.iter().skip(g0 + 1).map(|&c| c as usize).sum();
         let end = ((g0 + 1) * chunk).min(n);
@@ -688,8 +713,8 @@ impl Backend for OpenCl {
                     .arg(u32_of(n))
                     .build()
                     .map_err(OpenClError::ocl("creating zero_range"))?;
-                // SAFETY: argument order and types match `zero_range`; work-items with
-                // index >= n return at once, the others write x[base + i] with
+                // SAFETY: argument order and types match `zero_range`; the
+                // grid-stride loop writes only x[base + i] for i < n, with
                 // base + n <= x.len() (segment_range checked it).
                 unsafe { k.enq() }.map_err(OpenClError::ocl("running zero_range"))?;
             }
@@ -708,11 +733,16 @@ impl Backend for OpenCl {
                     acc += c;
                 }
                 let before_start = candidates - tail;
+                let span = self.span(n);
                 let words = if sparse {
                     plan.entries
                 } else {
-                    n.div_ceil(ITEMS)
+                    n.div_ceil(WORD)
                 };
+                let counts_buf = scratch.counts.clone().ok_or(OpenClError::Ocl {
+                    op: "encoding",
+                    message: "group counts missing".into(),
+                })?;
                 let off_buf = ensure(&mut scratch.offsets, &self.queue, groups)?;
                 off_buf
                     .cmd()
@@ -729,6 +759,8 @@ impl Backend for OpenCl {
                     .arg(base as u64)
                     .arg(u32_of(n))
                     .arg(tau)
+                    .arg(u32_of(span))
+                    .arg(&counts_buf)
                     .arg(&off_buf)
                     .arg(u32_of(start))
                     .arg(u32_of(before_start))
@@ -739,8 +771,9 @@ impl Backend for OpenCl {
                     .arg_local::<u32>(wg)
                     .build()
                     .map_err(OpenClError::ocl("creating encode_select"))?;
-                // SAFETY: argument order and types match `encode_select`; `offsets` holds
-                // `groups` words, one per work-group; the kernel reads and debits only
+                // SAFETY: argument order and types match `encode_select`; `counts` and
+                // `offsets` hold `groups` words, one per work-group (the same n and span as
+                // the count pass); the kernel reads and debits only
                 // x[base + i] for i < n (base + n <= x.len()); it writes payload slots
                 // < plan.entries (sparse: a selected candidate's slot is below the number
                 // selected) or words < ceil(n / 16) (bitmap), and `payload` holds `words`
@@ -794,8 +827,8 @@ impl Backend for OpenCl {
             .map_err(OpenClError::ocl("creating a decode kernel"))?;
         // SAFETY: argument order and types match `decode_sparse` / `decode_bitmap` /
         // `decode_dense`; the payload buffer holds the whole validated payload (count
-        // entries, ceil(N / 16) words, or N values); work-items past `items` return at
-        // once; every index written is base + i with i < N and base + N <= target.len
+        // entries, ceil(N / 16) words, or N values); the grid-stride loops stop at
+        // `items`; every index written is base + i with i < N and base + N <= target.len
         // (target_range checked it); sparse entries are strictly ascending, so no two
         // work-items write one element.
         unsafe { k.enq() }.map_err(OpenClError::ocl("running a decode kernel"))
@@ -816,7 +849,7 @@ impl Backend for OpenCl {
             .build()
             .map_err(OpenClError::ocl("creating add_assign"))?;
         // SAFETY: argument order and types match `add_assign`; both buffers hold `len`
-        // elements and work-items with index >= len return at once.
+        // elements and the grid-stride loop stops at len.
         unsafe { k.enq() }.map_err(OpenClError::ocl("running add_assign"))
     }
 
@@ -842,7 +875,7 @@ impl Backend for OpenCl {
             .build()
             .map_err(OpenClError::ocl("creating sub_scaled"))?;
         // SAFETY: argument order and types match `sub_scaled`; both buffers hold `len`
-        // elements and work-items with index >= len return at once.
+        // elements and the grid-stride loop stops at len.
         unsafe { k.enq() }.map_err(OpenClError::ocl("running sub_scaled"))
     }
 
@@ -875,8 +908,8 @@ impl Backend for OpenCl {
             .arg(limit)
             .build()
             .map_err(OpenClError::ocl("creating clip"))?;
-        // SAFETY: argument order and types match `clip`; work-items with index >= len
-        // return at once, the others touch x[start + i] with range.end <= buf.len.
+        // SAFETY: argument order and types match `clip`; the grid-stride loop
+        // touches only x[start + i] for i < len, and range.end <= buf.len.
         unsafe { k.enq() }.map_err(OpenClError::ocl("running clip"))?;
         Ok(stats)
     }
