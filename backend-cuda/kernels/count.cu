@@ -8,9 +8,9 @@
 // (|x| >= tau, finite values only) to tile_counts[blockIdx.x] and lowers *first_bad to the
 // smallest index holding NaN or an infinity (atomicMin: the result does not depend on the
 // order in which blocks run). *first_bad must hold GC_NO_INDEX before the launch.
-extern "C" __global__ void gc_count_tiles(const float* __restrict__ x, u64 n, float tau,
-                                          u32* __restrict__ tile_counts,
-                                          u64* __restrict__ first_bad) {
+extern "C" __global__ void __launch_bounds__(GC_BLOCK)
+gc_count_tiles(const float* __restrict__ x, u64 n, float tau, u32* __restrict__ tile_counts,
+               u64* __restrict__ first_bad) {
     __shared__ u32 scratch[GC_WARPS];
     const u64 base = (u64)blockIdx.x * GC_TILE;
     u32 count = 0;
@@ -38,8 +38,9 @@ extern "C" __global__ void gc_count_tiles(const float* __restrict__ x, u64 n, fl
 // A single block of GC_SCAN_THREADS threads. Writes the exclusive prefix sum of
 // tile_counts[0..tiles) to offsets[0..tiles) (truncated to 32 bits: the encoder only scans
 // segments of fewer than 2^31 elements) and the full sum to *total.
-extern "C" __global__ void gc_scan_tiles(const u32* __restrict__ tile_counts, u32 tiles,
-                                         u32* __restrict__ offsets, u64* __restrict__ total) {
+extern "C" __global__ void __launch_bounds__(GC_SCAN_THREADS)
+gc_scan_tiles(const u32* __restrict__ tile_counts, u32 tiles, u32* __restrict__ offsets,
+              u64* __restrict__ total) {
     __shared__ u32 warp_sums[GC_SCAN_THREADS / 32];
     const u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
     u64 carry = 0;
@@ -85,9 +86,9 @@ extern "C" __global__ void gc_scan_tiles(const u32* __restrict__ tile_counts, u3
 
 // A single block of GC_BLOCK threads. Writes to *out the number of candidates at indices below
 // `start`: the scanned offset of start's tile plus the candidates of that tile before start.
-extern "C" __global__ void gc_head_count(const float* __restrict__ x, u64 start, float tau,
-                                         const u32* __restrict__ offsets,
-                                         u64* __restrict__ out) {
+extern "C" __global__ void __launch_bounds__(GC_BLOCK)
+gc_head_count(const float* __restrict__ x, u64 start, float tau, const u32* __restrict__ offsets,
+              u64* __restrict__ out) {
     __shared__ u32 scratch[GC_WARPS];
     const u64 tile = start / GC_TILE;
     const u64 base = tile * GC_TILE;

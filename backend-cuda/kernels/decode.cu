@@ -7,9 +7,9 @@
 
 // t[|e|-1] += tau for e > 0, -= tau for e < 0, for each of the `count` sparse entries.
 // Entries naming an element at or past n are ignored (the reference's `get_mut`).
-extern "C" __global__ void gc_decode_sparse(float* __restrict__ t, u32 n,
-                                            const int* __restrict__ entries, u32 count,
-                                            float tau) {
+extern "C" __global__ void __launch_bounds__(GC_BLOCK)
+gc_decode_sparse(float* __restrict__ t, u32 n, const int* __restrict__ entries, u32 count,
+                 float tau) {
     for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < count;
          k += (u64)gridDim.x * blockDim.x) {
         const int e = entries[k];
@@ -20,9 +20,8 @@ extern "C" __global__ void gc_decode_sparse(float* __restrict__ t, u32 n,
 
 // t[i] += tau where the 2-bit code of element i is 01, -= tau where it is 10 (element i at
 // bits 2(i % 4) of byte i / 4).
-extern "C" __global__ void gc_decode_bitmap(float* __restrict__ t, u32 n,
-                                            const unsigned char* __restrict__ bits,
-                                            float tau) {
+extern "C" __global__ void __launch_bounds__(GC_BLOCK)
+gc_decode_bitmap(float* __restrict__ t, u32 n, const unsigned char* __restrict__ bits, float tau) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (u64)gridDim.x * blockDim.x) {
         const u32 code = (bits[i >> 2] >> (2 * (i & 3))) & 3u;
@@ -35,8 +34,8 @@ extern "C" __global__ void gc_decode_bitmap(float* __restrict__ t, u32 n,
 }
 
 // t[i] += values[i] (dense warm-up messages).
-extern "C" __global__ void gc_decode_dense(float* __restrict__ t, u32 n,
-                                           const float* __restrict__ values) {
+extern "C" __global__ void __launch_bounds__(GC_BLOCK)
+gc_decode_dense(float* __restrict__ t, u32 n, const float* __restrict__ values) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (u64)gridDim.x * blockDim.x) {
         t[i] = __fadd_rn(t[i], values[i]);

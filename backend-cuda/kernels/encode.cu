@@ -63,10 +63,9 @@ __device__ __forceinline__ void gc_rank_tile(const float* __restrict__ x, u32 n,
 // candidate i writes entries[slot] = +(i+1) or -(i+1) and debits x[i] by one quantum.
 // offsets: the exclusive scan of the tile counts (gc_scan_tiles); entries: room for
 // take_head + take_tail entries.
-extern "C" __global__ void gc_encode_sparse(float* __restrict__ x, u32 n, float tau,
-                                            const u32* __restrict__ offsets, u32 take_head,
-                                            u32 c_head, u32 take_tail,
-                                            int* __restrict__ entries) {
+extern "C" __global__ void __launch_bounds__(GC_BLOCK)
+gc_encode_sparse(float* __restrict__ x, u32 n, float tau, const u32* __restrict__ offsets,
+                 u32 take_head, u32 c_head, u32 take_tail, int* __restrict__ entries) {
     float v[GC_ITEMS];
     u32 ballots[GC_ITEMS], before[GC_ITEMS];
     gc_rank_tile(x, n, tau, offsets, v, ballots, before);
@@ -91,10 +90,9 @@ extern "C" __global__ void gc_encode_sparse(float* __restrict__ x, u32 n, float 
 // ceil(n / 16), little-endian: element i at bits 2(i % 16) of word i / 16, 01 for +tau, 10 for
 // -tau, padding 0), every word of the tile whether or not it holds a selected element, and
 // debits every selected element by one quantum.
-extern "C" __global__ void gc_encode_bitmap(float* __restrict__ x, u32 n, float tau,
-                                            const u32* __restrict__ offsets, u32 take_head,
-                                            u32 c_head, u32 take_tail,
-                                            u32* __restrict__ words, u32 nwords) {
+extern "C" __global__ void __launch_bounds__(GC_BLOCK)
+gc_encode_bitmap(float* __restrict__ x, u32 n, float tau, const u32* __restrict__ offsets,
+                 u32 take_head, u32 c_head, u32 take_tail, u32* __restrict__ words, u32 nwords) {
     float v[GC_ITEMS];
     u32 ballots[GC_ITEMS], before[GC_ITEMS];
     gc_rank_tile(x, n, tau, offsets, v, ballots, before);

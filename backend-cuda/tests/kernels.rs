@@ -16,12 +16,15 @@ fn kernel_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels")
 }
 
-/// Names of every `extern "C" __global__ void NAME(` in a source.
+/// Names of every `extern "C" __global__ void [__launch_bounds__(..)] NAME(` in a source.
 fn declared_entries(src: &str) -> Vec<String> {
     let marker = "extern \"C\" __global__ void ";
     src.match_indices(marker)
         .map(|(at, _)| {
-            let rest = &src[at + marker.len()..];
+            let mut rest = src[at + marker.len()..].trim_start();
+            if let Some(after) = rest.strip_prefix("__launch_bounds__(") {
+                rest = after.split_once(')').map_or("", |(_, r)| r).trim_start();
+            }
             rest.chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect()
