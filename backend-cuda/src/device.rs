@@ -277,30 +277,13 @@ impl Cuda {
         Ok(cell.get_or_init(|| l))
     }
 
-    /// Compiles a kernel file for this device (a cubin for `sm_XY`; PTX for `compute_XY` if
-    /// NVRTC does not know the real architecture) and loads its entry points.
+    /// Loads a kernel file compiled for this device ([`kernels::device_image`]: compiled once
+    /// per process and architecture) and looks up its entry points.
     fn load(&self, m: Module) -> Result<Loaded, CudaError> {
         let file = m.file();
-        let (major, minor) = self.cc;
-        let ptx = match kernels::compile(file, &format!("sm_{major}{minor}")) {
-            Ok(kernels::Compiled {
-                cubin: Some(bin), ..
-            }) => Ptx::from_binary(bin),
-            Ok(kernels::Compiled { ptx: Some(p), .. }) => Ptx::from_src(p),
-            Ok(_) | Err(CudaError::Compile { .. }) => {
-                match kernels::compile(file, &format!("compute_{major}{minor}"))? {
-                    kernels::Compiled { ptx: Some(p), .. } => Ptx::from_src(p),
-                    c => {
-                        return Err(CudaError::Compile {
-                            kernel: file.name,
-                            status: "NVRTC returned neither a cubin nor PTX".into(),
-                            options: c.options,
-                            log: String::new(),
-                        });
-                    }
-                }
-            }
-            Err(e) => return Err(e),
+        let ptx = match kernels::device_image(file, self.cc)? {
+            kernels::Image::Cubin(bin) => Ptx::from_binary(bin),
+            kernels::Image::Ptx(text) => Ptx::from_src(text),
         };
         let module = self
             .ctx

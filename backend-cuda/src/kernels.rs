@@ -12,6 +12,7 @@ use core::ffi::c_char;
 use cudarc::nvrtc::{result, sys};
 use std::ffi::{CStr, CString};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 
 /// Threads per block of every kernel (`GC_BLOCK` in `common.cuh`).
 pub const BLOCK: u32 = 256;
@@ -271,6 +272,64 @@ fn compile_inner(
         cubin,
         options: options.to_vec(),
     })
+}
+
+/// A kernel file compiled for one device, ready for `cuModuleLoadData`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Image {
+    /// A cubin for the device's own architecture (`sm_XY`): the driver loads it without JIT
+    /// compilation, so the driver may be older than NVRTC.
+    Cubin(Vec<u8>),
+    /// PTX for `compute_XY`, JIT-compiled by the driver: the fallback when this NVRTC cannot
+    /// target the real architecture.
+    Ptx(String),
+}
+
+/// Images compiled so far in this process, by kernel file and compute capability.
+type ImageCache = Vec<(&'static str, (i32, i32), Image)>;
+static IMAGES: Mutex<ImageCache> = Mutex::new(Vec::new());
+
+fn images() -> std::sync::MutexGuard<'static, ImageCache> {
+    // The cache only ever holds complete entries, so a poisoned lock is still consistent.
+    IMAGES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The image of `file` for a device of compute capability `cc`: a cubin for `sm_XY`, or PTX
+/// for `compute_XY` if NVRTC rejects the real architecture. Compiled on first use and cached
+/// for the process, so every backend instance on the same kind of device shares it.
+///
+/// # Errors
+/// [`CudaError::Compile`] (NVRTC's log and options), [`CudaError::NoNvrtc`].
+pub fn device_image(file: &KernelFile, cc: (i32, i32)) -> Result<Image, CudaError> {
+    if let Some((_, _, image)) = images()
+        .iter()
+        .find(|(name, c, _)| *name == file.name && *c == cc)
+    {
+        return Ok(image.clone());
+    }
+    let (major, minor) = cc;
+    let image = match compile(file, &format!("sm_{major}{minor}")) {
+        Ok(Compiled {
+            cubin: Some(bin), ..
+        }) => Image::Cubin(bin),
+        Ok(Compiled { ptx: Some(p), .. }) => Image::Ptx(p),
+        Ok(_) | Err(CudaError::Compile { .. }) => {
+            match compile(file, &format!("compute_{major}{minor}"))? {
+                Compiled { ptx: Some(p), .. } => Image::Ptx(p),
+                c => {
+                    return Err(CudaError::Compile {
+                        kernel: file.name,
+                        status: "NVRTC returned neither a cubin nor PTX".into(),
+                        options: c.options,
+                        log: String::new(),
+                    });
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    images().push((file.name, cc, image.clone()));
+    Ok(image)
 }
 
 #[cfg(test)]

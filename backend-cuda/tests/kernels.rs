@@ -181,6 +181,27 @@ fn every_kernel_compiles_with_nvrtc_and_assembles_for_sm_90() {
 }
 
 #[test]
+fn device_images_are_cubins_and_cached() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let file = kernels::Module::Vector.file();
+    let a = kernels::device_image(file, (9, 0)).unwrap_or_else(|e| panic!("{e}"));
+    match &a {
+        kernels::Image::Cubin(bin) => assert_eq!(&bin[..4], b"\x7fELF"),
+        other => panic!("expected a cubin for sm_90, got {other:?}"),
+    }
+    assert_eq!(kernels::device_image(file, (9, 0)).unwrap(), a);
+    // An architecture this NVRTC cannot target at all is a compile error with the options.
+    match kernels::device_image(file, (1, 0)) {
+        Err(CudaError::Compile { options, .. }) => {
+            assert!(options.iter().any(|o| o == "--gpu-architecture=compute_10"));
+        }
+        other => panic!("expected a compile error for compute_10, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_compile_error_carries_the_log_and_the_options() {
     if !nvrtc_or_skip() {
         return;
