@@ -12,15 +12,9 @@
 
 use gradcast_cpu::bench::{cpu_report, standard_configs};
 
-fn env_list<T: std::str::FromStr>(name: &str, default: &[T]) -> Vec<T>
-where
-    T: Clone,
-{
+fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
     match std::env::var(name) {
-        Ok(v) => v
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect(),
+        Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
         Err(_) => default.to_vec(),
     }
 }

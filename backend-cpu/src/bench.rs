@@ -321,8 +321,15 @@ pub fn cpu_report(
     let mut first: Vec<u8> = Vec::new();
     let mut summary = None;
     let mut identical = true;
-    let mut read = Timing { samples: Vec::new() };
-    let mut enc = vec![Timing { samples: Vec::new() }; cpus.len()];
+    let mut read = Timing {
+        samples: Vec::new(),
+    };
+    let mut enc = vec![
+        Timing {
+            samples: Vec::new()
+        };
+        cpus.len()
+    ];
     let mut dec = enc.clone();
     for _ in 0..reps.max(1) {
         read.samples.push(sum_once(&any, &host, &mut buf)?);

@@ -28,7 +28,9 @@ use crate::{Cpu, Quotas, cap_split, seal};
 use alloc::vec::Vec;
 use core::ops::Range;
 use gradcast_core::Error;
-use gradcast_core::codec::{EncodeParams, EncodeSummary, EncodingMode, Plan, check_tau, segment_range};
+use gradcast_core::codec::{
+    EncodeParams, EncodeSummary, EncodingMode, Plan, check_tau, segment_range,
+};
 use gradcast_core::wire::{Encoding, HEADER_LEN, MessageView};
 
 /// The lanes the fast path uses on this CPU.
@@ -154,7 +156,8 @@ pub(crate) fn count(cpu: &Cpu, x: &[f32], range: Range<usize>, tau: f32) -> Resu
     let simd = cpu.simd;
     let items: Vec<_> = seg.chunks(clen).enumerate().collect();
     let results = parallel(items, |(c, x)| {
-        simd.count(x, 0, tau).map_err(|(j, bits)| (c * clen + j, bits))
+        simd.count(x, 0, tau)
+            .map_err(|(j, bits)| (c * clen + j, bits))
     });
     let mut total = 0u64;
     for r in results {
@@ -201,7 +204,11 @@ pub(crate) fn encode(
     let limit = clen / 16 + 16;
 
     // Pass 1: validate, count, record and debit speculatively.
-    let items: Vec<_> = seg.chunks_mut(clen).zip(lists.iter_mut()).enumerate().collect();
+    let items: Vec<_> = seg
+        .chunks_mut(clen)
+        .zip(lists.iter_mut())
+        .enumerate()
+        .collect();
     let scans: Vec<Pass1> = parallel(items, |(c, (x, list))| {
         let base = c * clen;
         let len = x.len();
@@ -351,7 +358,8 @@ fn encode_dense(
     let simd = cpu.simd;
     let items: Vec<_> = seg.chunks(clen).enumerate().collect();
     let counts = parallel(items, |(c, x)| {
-        simd.count(x, 0, tau).map_err(|(j, bits)| (c * clen + j, bits))
+        simd.count(x, 0, tau)
+            .map_err(|(j, bits)| (c * clen + j, bits))
     });
     let mut candidates = 0;
     for r in counts {
@@ -363,7 +371,10 @@ fn encode_dense(
     }
     let plan = Plan::new(params, n, candidates, out.len(), |_| 0)?;
     let payload = &mut out[HEADER_LEN..plan.bytes];
-    let items: Vec<_> = seg.chunks_mut(clen).zip(payload.chunks_mut(4 * clen)).collect();
+    let items: Vec<_> = seg
+        .chunks_mut(clen)
+        .zip(payload.chunks_mut(4 * clen))
+        .collect();
     parallel(items, |(x, o)| kernels::encode_dense(x, o));
     Ok(seal(out, &plan, params, n))
 }
@@ -374,7 +385,11 @@ const SPARSE_DECODE_PER_THREAD: usize = 1 << 15;
 /// Adds a validated message into `target` with parallel chunks, exactly as
 /// [`gradcast_core::codec::decode_add`]: every element is changed by at most one entry, so
 /// the split cannot change the result.
-pub(crate) fn decode_add(cpu: &Cpu, msg: &MessageView<'_>, target: &mut [f32]) -> Result<(), Error> {
+pub(crate) fn decode_add(
+    cpu: &Cpu,
+    msg: &MessageView<'_>,
+    target: &mut [f32],
+) -> Result<(), Error> {
     let range = msg.target_range(target.len())?;
     let seg = &mut target[range];
     let tau = msg.tau();
@@ -384,7 +399,11 @@ pub(crate) fn decode_add(cpu: &Cpu, msg: &MessageView<'_>, target: &mut [f32]) -
         Encoding::Sparse => {
             let k = payload.len() / 4;
             // A thread is worth its start-up only for many entries.
-            let groups = seg.len().div_ceil(clen).min(k / SPARSE_DECODE_PER_THREAD).max(1);
+            let groups = seg
+                .len()
+                .div_ceil(clen)
+                .min(k / SPARSE_DECODE_PER_THREAD)
+                .max(1);
             if groups <= 1 {
                 kernels::decode_sparse(seg, 0, payload, tau);
                 return Ok(());
@@ -409,7 +428,9 @@ pub(crate) fn decode_add(cpu: &Cpu, msg: &MessageView<'_>, target: &mut [f32]) -
                 base = cut.max(base);
                 from = to;
             }
-            parallel(items, |(t, base, e)| kernels::decode_sparse(t, base, e, tau));
+            parallel(items, |(t, base, e)| {
+                kernels::decode_sparse(t, base, e, tau)
+            });
         }
         Encoding::Bitmap => {
             let items: Vec<_> = seg.chunks_mut(clen).zip(payload.chunks(clen / 4)).collect();
@@ -438,5 +459,7 @@ pub(crate) fn add_assign(cpu: &Cpu, dst: &mut [f32], src: &[f32]) {
 pub(crate) fn sub_scaled(cpu: &Cpu, params: &mut [f32], update: &[f32], scale: f32) {
     let clen = chunk_len(cpu, params.len());
     let items: Vec<_> = params.chunks_mut(clen).zip(update.chunks(clen)).collect();
-    parallel(items, |(p, u)| gradcast_core::backend::slices::sub_scaled(p, u, scale));
+    parallel(items, |(p, u)| {
+        gradcast_core::backend::slices::sub_scaled(p, u, scale)
+    });
 }

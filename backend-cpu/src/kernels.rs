@@ -11,6 +11,7 @@
 //! candidates and a flag for a non-finite element; a block with neither costs a few
 //! instructions, which is what makes sparse encoding run at memory speed.
 
+#[cfg(feature = "std")]
 use alloc::vec::Vec;
 use gradcast_core::codec::debit;
 
@@ -46,7 +47,7 @@ fn scalar_mask(b: &[f32], tau: f32) -> (u32, bool) {
     for (k, &v) in b.iter().enumerate() {
         let a = v.abs();
         // NaN fails both comparisons: never a candidate, always non-finite.
-        bad |= !(a <= f32::MAX);
+        bad |= !a.is_finite();
         mask |= ((a >= tau) as u32) << k;
     }
     (mask, bad)
@@ -134,6 +135,7 @@ pub(crate) unsafe fn count_chunk<L: Lanes>(
 
 /// One candidate recorded by [`record_chunk`]: its sparse entry and its value before the
 /// speculative debit.
+#[cfg(feature = "std")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Rec {
     /// `+(i+1)` or `-(i+1)`, `i` relative to the segment.
@@ -143,6 +145,7 @@ pub(crate) struct Rec {
 }
 
 /// What [`record_chunk`] found in a chunk.
+#[cfg(feature = "std")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkScan {
     /// Candidates before `split`.
@@ -164,6 +167,7 @@ pub(crate) struct ChunkScan {
 ///
 /// # Safety
 /// The CPU supports the instructions of `L`.
+#[cfg(feature = "std")]
 #[inline(always)]
 pub(crate) unsafe fn record_chunk<L: Lanes>(
     x: &mut [f32],
@@ -216,12 +220,14 @@ pub(crate) unsafe fn record_chunk<L: Lanes>(
 /// The reference's debit of a candidate (`v - tau` for `v > 0`, else `v + tau`) without a
 /// branch: `v - copysign(tau, v)`. For `v < 0` that is `v - (-tau)`, which IEEE 754 rounds
 /// exactly as `v + tau`; candidates are never zero, so the sign decides as `v > 0` does.
+#[cfg(feature = "std")]
 #[inline(always)]
 pub(crate) fn debit_value(v: f32, tau: f32) -> f32 {
     v - tau.copysign(v)
 }
 
 /// Puts back the original bits of every recorded element of a chunk starting at `base`.
+#[cfg(feature = "std")]
 pub(crate) fn restore(x: &mut [f32], base: usize, list: &[Rec]) {
     for r in list {
         let j = r.entry.unsigned_abs() as usize - 1 - base;
@@ -323,6 +329,7 @@ pub(crate) unsafe fn select_chunk<L: Lanes>(
 /// Pass 2 for a listed chunk: sends the first `q_lo` recorded candidates before the split
 /// (the list's first `lo` entries) and the first `q_hi` after it; puts back the original
 /// bits of the others, which were debited speculatively.
+#[cfg(feature = "std")]
 pub(crate) fn emit_listed(
     x: &mut [f32],
     base: usize,

@@ -17,10 +17,12 @@ pub(crate) fn count(x: &[f32], range: Range<usize>, tau: f32) -> Result<u64, Err
     check_tau(tau)?;
     let start = range.start;
     // SAFETY: `Scalar` uses no special instructions.
-    let (lo, hi) = unsafe { kernels::count_chunk::<Scalar>(&x[range], 0, tau) }
-        .map_err(|(j, bits)| Error::NonFinite {
-            index: start + j,
-            bits,
+    let (lo, hi) =
+        unsafe { kernels::count_chunk::<Scalar>(&x[range], 0, tau) }.map_err(|(j, bits)| {
+            Error::NonFinite {
+                index: start + j,
+                bits,
+            }
         })?;
     Ok((lo + hi) as u64)
 }
@@ -41,12 +43,13 @@ pub(crate) fn encode(
 
     // Pass 1: validate and count, before and from the cap's start.
     // SAFETY: `Scalar` uses no special instructions.
-    let (lo, hi) = unsafe { kernels::count_chunk::<Scalar>(seg, split, tau) }.map_err(
-        |(j, bits)| Error::NonFinite {
-            index: offset + j,
-            bits,
-        },
-    )?;
+    let (lo, hi) =
+        unsafe { kernels::count_chunk::<Scalar>(seg, split, tau) }.map_err(|(j, bits)| {
+            Error::NonFinite {
+                index: offset + j,
+                bits,
+            }
+        })?;
     let plan = Plan::new(params, n, lo + hi, out.len(), |start| {
         debug_assert_eq!(start, split);
         hi

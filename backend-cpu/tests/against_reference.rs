@@ -66,7 +66,12 @@ fn check(x: &[f32], params: &EncodeParams) {
             (Err(w), Err(g)) => assert_eq!(w.kind(), g.kind(), "{}", cpu.name()),
             _ => panic!("{}: reference {want:?}, cpu {got:?}", cpu.name()),
         }
-        assert_eq!(bits(&want_res), bits(&res), "residual {} {params:?}", cpu.name());
+        assert_eq!(
+            bits(&want_res),
+            bits(&res),
+            "residual {} {params:?}",
+            cpu.name()
+        );
     }
 }
 
@@ -143,7 +148,9 @@ fn out_too_small_is_reported_and_harmless() {
     for cpu in configs() {
         let mut r = x.clone();
         let mut out = vec![0u8; 16];
-        let e = cpu.encode(&mut r, &EncodeParams::new(0.5), &mut out).unwrap_err();
+        let e = cpu
+            .encode(&mut r, &EncodeParams::new(0.5), &mut out)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::BufferTooSmall);
         assert_eq!(bits(&r), bits(&x), "{}", cpu.name());
     }
