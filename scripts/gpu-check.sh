@@ -93,8 +93,8 @@ run_step "conformance --features cuda" "$OUT_DIR/conformance.log" \
   cargo test $CARGO_FLAGS --release -p gradcast-conformance --features cuda -- --nocapture
 # On a GPU machine a skipped device test is a failure: the check must really run.
 for log in cuda-tests conformance; do
-  if grep -q "SKIP" "$OUT_DIR/$log.log" 2>/dev/null; then
-    record "no skips in $log" "FAIL ($(grep -m1 'SKIP' "$OUT_DIR/$log.log"))"
+  if grep -q "SKIP:" "$OUT_DIR/$log.log" 2>/dev/null; then
+    record "no skips in $log" "FAIL ($(grep -m1 'SKIP:' "$OUT_DIR/$log.log"))"
   else
     record "no skips in $log" "pass"
   fi
