@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 /// A device-resident f32 vector of the [`Cuda`] backend.
 ///
 /// The device allocation holds at least one element (CUDA cannot allocate zero bytes), so
-/// the logical length is kept beside it.
+/// the logical length is kept beside it. A buffer belongs to the [`Cuda`] backend that
+/// allocated it (its device and stream); use it only with that backend.
 #[derive(Debug)]
 pub struct CudaBuffer {
     /// The allocation; `data.len() >= max(len, 1)`.
@@ -80,6 +81,12 @@ struct Loaded {
 /// compiled without fast math or FMA contraction, selection follows [`Plan`], and statistics
 /// whose value depends on summation order ([`Backend::stats`], the mass of [`Backend::clip`])
 /// are computed on the host, after a download, with [`slices`].
+///
+/// `Cuda` is `Send + Sync`. Every operation is queued on the backend's own stream, so
+/// operations from several threads are serialised in the order they are queued; encodes and
+/// counts also take a lock on the device scratch buffers. Methods that return data to the
+/// host (`encode`, `count`, `download`, `stats`, `clip`) synchronise; the others are
+/// asynchronous, and [`Backend::sync`] reports their errors.
 pub struct Cuda {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
