@@ -132,11 +132,21 @@ fn all_devices() -> Result<Vec<(Platform, Device)>, OpenClError> {
     Ok(out)
 }
 
+/// Serialises device queries and context creation within the process: PoCL 3.1 initialises
+/// its devices lazily on the first context, and a `clGetDeviceInfo` on another thread
+/// meanwhile crashed (seen with the conformance suite's parallel tests). Construction is
+/// rare, so one lock costs nothing.
+fn construction_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Lists the OpenCL devices of every platform.
 ///
 /// # Errors
 /// [`OpenClError::NoPlatform`] without a platform.
 pub fn list_devices() -> Result<Vec<DeviceDesc>, OpenClError> {
+    let _serial = construction_lock();
     Ok(all_devices()?
         .into_iter()
         .enumerate()
@@ -168,13 +178,14 @@ pub struct Limits {
 /// instance is an error reported by the driver, never undefined behaviour on the host.
 #[derive(Debug)]
 pub struct OpenCl {
-    name: String,
-    device: Device,
-    context: Context,
-    queue: Queue,
-    program: Program,
-    limits: Limits,
+    // Fields drop in declaration order: buffers, program and queue before their context.
     scratch: Mutex<Scratch>,
+    program: Program,
+    queue: Queue,
+    context: Context,
+    device: Device,
+    name: String,
+    limits: Limits,
 }
 
 /// Grow-only device scratch buffers, reused across calls.
@@ -258,13 +269,14 @@ impl OpenCl {
     /// # Errors
     /// As [`OpenCl::first_device`].
     pub fn first_of_kind(kind: DeviceKind) -> Result<OpenCl, OpenClError> {
+        let _serial = construction_lock();
         for (p, d) in all_devices()? {
             let t = match d.info(DeviceInfo::Type) {
                 Ok(DeviceInfoResult::Type(t)) => t,
                 _ => continue,
             };
             if kind.matches(t) {
-                return OpenCl::new(p, d);
+                return OpenCl::new_locked(p, d);
             }
         }
         Err(OpenClError::NoDevice {
@@ -277,8 +289,9 @@ impl OpenCl {
     /// # Errors
     /// As [`OpenCl::first_device`].
     pub fn with_index(index: usize) -> Result<OpenCl, OpenClError> {
+        let _serial = construction_lock();
         match all_devices()?.into_iter().nth(index) {
-            Some((p, d)) => OpenCl::new(p, d),
+            Some((p, d)) => OpenCl::new_locked(p, d),
             None => Err(OpenClError::NoDevice {
                 wanted: format!("device index {index}"),
             }),
@@ -290,6 +303,11 @@ impl OpenCl {
     /// # Errors
     /// [`OpenClError::Build`] with the build log; [`OpenClError::Ocl`].
     pub fn new(platform: Platform, device: Device) -> Result<OpenCl, OpenClError> {
+        let _serial = construction_lock();
+        OpenCl::new_locked(platform, device)
+    }
+
+    fn new_locked(platform: Platform, device: Device) -> Result<OpenCl, OpenClError> {
         let little = matches!(
             device.info(DeviceInfo::EndianLittle),
             Ok(DeviceInfoResult::EndianLittle(true))
