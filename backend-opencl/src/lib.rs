@@ -325,7 +325,7 @@ impl OpenCl {
             .map_err(OpenClError::ocl("creating a context"))?;
         let queue =
             Queue::new(&context, device, None).map_err(OpenClError::ocl("creating a queue"))?;
-        let program = build_program(&context, device, &device_name)?;
+        let program = build_program(&context, device, &device_name, KERNELS_SRC)?;
 
         let max_work_group = match device.info(DeviceInfo::MaxWorkGroupSize) {
             Ok(DeviceInfoResult::MaxWorkGroupSize(s)) => s,
@@ -593,18 +593,19 @@ impl OpenCl {
     }
 }
 
-/// Builds [`KERNELS_SRC`] for `device`, with the build log on failure.
+/// Builds `source` (normally [`KERNELS_SRC`]) for `device`, with the build log on failure.
 fn build_program(
     context: &Context,
     device: Device,
     device_name: &str,
+    source: &str,
 ) -> Result<Program, OpenClError> {
     let fail = |log: String| OpenClError::Build {
         device: device_name.to_string(),
         options: BUILD_OPTIONS.to_string(),
         log,
     };
-    let src = CString::new(KERNELS_SRC).map_err(|e| fail(e.to_string()))?;
+    let src = CString::new(source).map_err(|e| fail(e.to_string()))?;
     let opts = CString::new(BUILD_OPTIONS).map_err(|e| fail(e.to_string()))?;
     let prog =
         ocl::core::create_program_with_source(context, &[src]).map_err(|e| fail(e.to_string()))?;
@@ -945,5 +946,92 @@ impl Backend for OpenCl {
         self.queue
             .finish()
             .map_err(OpenClError::ocl("waiting for the queue"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradcast_core::Classify;
+
+    #[test]
+    fn every_kernel_is_listed_and_exists() {
+        let defined: Vec<&str> = KERNELS_SRC
+            .split("__kernel void ")
+            .skip(1)
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        let mut a = defined.clone();
+        let mut b = KERNEL_NAMES.to_vec();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "KERNEL_NAMES and kernels/gradcast.cl disagree");
+        assert!(KERNELS_SRC.contains("#pragma OPENCL FP_CONTRACT OFF"));
+        for banned in [
+            "fast-relaxed",
+            "mad-enable",
+            "denorms-are-zero",
+            "unsafe-math",
+        ] {
+            assert!(!BUILD_OPTIONS.contains(banned));
+        }
+    }
+
+    #[test]
+    fn build_error_carries_log_and_options() {
+        if let Err(e) = probe_platforms() {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+        let _serial = construction_lock();
+        let Some((platform, device)) = all_devices().ok().and_then(|d| d.into_iter().next()) else {
+            eprintln!("SKIP: no OpenCL device");
+            return;
+        };
+        let context = Context::builder()
+            .platform(platform)
+            .devices(device)
+            .build()
+            .expect("context");
+        let src = "__kernel void broken(__global float* x) { x[0] = undeclared_thing; }";
+        let e = build_program(&context, device, "dev", src).expect_err("must not build");
+        match &e {
+            OpenClError::Build { options, log, .. } => {
+                assert_eq!(options, BUILD_OPTIONS);
+                assert!(log.contains("undeclared_thing"), "log: {log}");
+            }
+            other => panic!("wrong error {other:?}"),
+        }
+        assert_eq!(e.kind(), gradcast_core::ErrorKind::KernelCompile);
+        assert!(e.to_string().contains("undeclared_thing"));
+    }
+
+    #[test]
+    fn limits_are_sane() {
+        let b = match OpenCl::first_device() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("SKIP: {e}");
+                return;
+            }
+        };
+        let l = b.limits();
+        assert!(l.work_group.is_power_of_two());
+        assert!(l.work_group <= l.max_work_group.max(1));
+        assert!((2 * l.work_group * 4) as u64 <= l.local_mem.max(8));
+        for n in [
+            1usize,
+            15,
+            16,
+            17,
+            4096,
+            1 << 20,
+            1 << 26,
+            MAX_ELEMENTS as usize,
+        ] {
+            let span = b.span(n);
+            assert!(span.is_power_of_two() && (WORD..=MAX_SPAN).contains(&span));
+            assert!(b.elementwise_global(n) % l.work_group == 0);
+        }
     }
 }
