@@ -227,7 +227,7 @@ pub fn compare_encode<B: Backend>(
 /// `$make` is an expression of type `Option<B>`: `Some(backend)`, or `None` when the device
 /// is absent (use [`backend_or_skip`], which prints the `SKIP:` line).
 ///
-/// ```ignore
+/// ```text
 /// mod cpu {
 ///     gradcast_conformance::conformance_suite!(Some(gradcast_cpu::Cpu::default()));
 /// }
