@@ -27,6 +27,15 @@
 // |v| >= tau, exactly as codec::passes.
 inline bool passes(float v, float tau) { return fabs(v) >= tau; }
 
+// Candidates among four finite-or-not values (a non-finite value is reported separately).
+inline uint passes4(float4 v, float tau) {
+    const int4 p = isgreaterequal(fabs(v), (float4)(tau));  // -1 per passing lane
+    return (uint)(-(p.x + p.y + p.z + p.w));
+}
+
+// Whether any of four values passes.
+inline bool any4(float4 v, float tau) { return any(isgreaterequal(fabs(v), (float4)(tau))); }
+
 // Inclusive scan of s[0..lsize) in place (Hillis-Steele, two barriers per step).
 // Every work-item of the group must call it.
 inline void scan_inclusive(__local uint* s, uint lid, uint lsize) {
@@ -48,18 +57,34 @@ __kernel void count_groups(__global const float* x, ulong base, uint n, float ta
     const uint lid = get_local_id(0);
     const uint lsize = get_local_size(0);
     const uint g = get_group_id(0);
-    const ulong first = (ulong)g * span * lsize + lid;
+    // Quads (4 consecutive elements, vload4: no alignment needed beyond a float's) are
+    // read strided: quad k * lsize + lid of the group's chunk.
+    const ulong chunk = (ulong)g * span * lsize;
+    const uint quads = span / 4u;
     uint c = 0u;
     uint b = NONE;
-    for (uint k = 0; k < span; k++) {
-        const ulong i = first + (ulong)k * lsize;
-        if (i < n) {
-            const float v = x[base + i];
-            if (!isfinite(v)) {
+    for (uint k = 0; k < quads; k++) {
+        const ulong i = chunk + 4ul * ((ulong)k * lsize + lid);
+        if (i + 4ul <= n) {
+            const float4 v = vload4(0, x + base + i);
+            if (b == NONE && !all(isfinite(v))) {
                 // k grows with i, so the first one met is this work-item's smallest.
-                if (b == NONE) b = (uint)i;
-            } else if (passes(v, tau)) {
-                c++;
+                for (uint j = 0; j < 4u; j++) {
+                    if (!isfinite(x[base + i + j])) {
+                        b = (uint)(i + j);
+                        break;
+                    }
+                }
+            }
+            c += passes4(v, tau);
+        } else {
+            for (ulong j = i; j < n && j < i + 4ul; j++) {
+                const float v = x[base + j];
+                if (!isfinite(v)) {
+                    if (b == NONE) b = (uint)j;
+                } else if (passes(v, tau)) {
+                    c++;
+                }
             }
         }
     }
@@ -106,9 +131,12 @@ __kernel void encode_select(__global float* x, ulong base, uint n, float tau, ui
     const bool any = counts[g] != 0u;
     uint c = 0u;
     if (any) {
-        for (uint k = 0; k < span; k++) {
-            const ulong i = first + k;
-            if (i < n && passes(x[base + i], tau)) c++;
+        for (ulong i = first; i < first + span && i < n; i += 4ul) {
+            if (i + 4ul <= n) {
+                c += passes4(vload4(0, x + base + i), tau);
+            } else {
+                for (ulong j = i; j < n; j++) c += passes(x[base + j], tau) ? 1u : 0u;
+            }
         }
     }
     s[lid] = c;
@@ -123,6 +151,17 @@ __kernel void encode_select(__global float* x, ulong base, uint n, float tau, ui
     uint r = offsets[g] + s[lid] - c;
     for (ulong w = first; w < first + span && w < n; w += WORD) {
         uint word = 0u;
+        if (w + WORD <= n) {
+            // Most words hold no candidate: test them four lanes at a time.
+            const bool hit = any4(vload4(0, x + base + w), tau) ||
+                             any4(vload4(1, x + base + w), tau) ||
+                             any4(vload4(2, x + base + w), tau) ||
+                             any4(vload4(3, x + base + w), tau);
+            if (!hit) {
+                if (mode != 0u) out[w / WORD] = 0u;
+                continue;
+            }
+        }
         for (uint k = 0; k < WORD; k++) {
             const ulong i = w + k;
             if (i >= n) break;
