@@ -241,6 +241,30 @@ fn the_kernels_match_the_reference_on_the_cpu_emulation() {
     }
     assert!(r.0.is_empty());
 
+    // ---- the scan over several chunks of GC_SCAN_THREADS * 4 tile counts (vectors of more
+    // than 2^24 elements, too large to encode through the emulation).
+    for tiles in [1usize, 4095, 4096, 4097, 12_345] {
+        let counts: Vec<u32> = (0..tiles).map(|_| (rng.next() % 4097) as u32).collect();
+        let mut req = Req::default();
+        req.u32(4).u32(tiles as u32);
+        counts.iter().for_each(|&c| {
+            req.u32(c);
+        });
+        let resp = run(&exe, &dir, &req);
+        let mut r = Resp(&resp);
+        let offsets: Vec<u32> = r
+            .take(4 * tiles)
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let mut run_sum = 0u64;
+        for (i, (&o, &c)) in offsets.iter().zip(&counts).enumerate() {
+            assert_eq!(o as u64, run_sum, "offset of tile {i} of {tiles}");
+            run_sum += c as u64;
+        }
+        assert_eq!(r.u64(), run_sum, "total of {tiles} tiles");
+    }
+
     // ---- the first non-finite value, and nothing written.
     let mut x = rng.vector(9001, tau, 100);
     x[8000] = f32::NAN;

@@ -12,6 +12,8 @@
 //   3 VECTOR  op u32 (0 fill, 1 add_assign, 2 sub_scaled, 3 clip_count, 4 clip), n u32,
 //             scalar f32, a: n f32, b: n f32
 //          -> a: n f32, count u64
+//   4 SCAN    tiles u32, tile_counts: tiles u32
+//          -> offsets: tiles u32, total u64
 //
 // The launches mirror src/device.rs: one block of GC_BLOCK threads per tile for the tiled
 // kernels, a single GC_SCAN_THREADS block for the scan, grid-stride grids otherwise.
@@ -148,6 +150,16 @@ void vector_op(Reader& in, Writer& out) {
     out.put(count);
 }
 
+void scan(Reader& in, Writer& out) {
+    const u32 tiles = in.need<u32>();
+    std::vector<u32> counts = in.vec<u32>(tiles), offsets(tiles, 0xA5A5A5A5u);
+    u64 total = 0;
+    emu_launch(gc_scan_tiles, 1, GC_SCAN_THREADS, (const u32*)counts.data(), tiles,
+               offsets.data(), &total);
+    out.vec(offsets);
+    out.put(total);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -169,6 +181,7 @@ int main(int argc, char** argv) {
             if (op == 1) encode(in, out);
             else if (op == 2) decode(in, out);
             else if (op == 3) vector_op(in, out);
+            else if (op == 4) scan(in, out);
             else throw std::runtime_error("unknown request");
         }
     } catch (const std::exception& e) {
