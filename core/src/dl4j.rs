@@ -77,7 +77,7 @@ impl<'a> Dl4jView<'a> {
     /// [`Error::EmptyVector`], [`Error::TooManyElements`], [`Error::EntryZero`],
     /// [`Error::EntryOutOfRange`].
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(malformed("length is not a whole number of int32 words"));
         }
         let words = bytes.len() / 4;

@@ -53,7 +53,7 @@ fn words_f32(v: &str) -> Option<Vec<f32>> {
 
 fn hex_bytes(v: &str) -> Option<Vec<u8>> {
     let v = v.trim();
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return None;
     }
     (0..v.len() / 2)
