@@ -27,7 +27,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let configs = standard_configs();
+    // GRADCAST_BENCH_ONLY=<substring>: keep only the configurations whose label contains it.
+    let only = std::env::var("GRADCAST_BENCH_ONLY").unwrap_or_default();
+    let configs: Vec<_> = standard_configs()
+        .into_iter()
+        .filter(|(label, _)| label.contains(only.as_str()))
+        .collect();
     println!(
         "| N | density | encoding | K | read GB/s | path | encode GB/s | encode / read | decode GB/s | decode / read |"
     );
