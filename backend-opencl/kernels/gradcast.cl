@@ -22,6 +22,26 @@
 #pragma OPENCL FP_CONTRACT OFF
 
 #define WORD 16u
+
+// GC_CONTIGUOUS (set by the host: 1 for CPU devices, 0 otherwise) picks the memory layout
+// of the order-free loops. GPUs want neighbouring work-items on neighbouring elements
+// (coalescing); CPU devices run a work-group's work-items one after another on one thread,
+// where that layout makes every work-item stream the whole range, so there each work-item
+// takes one contiguous block instead.
+#ifndef GC_CONTIGUOUS
+#define GC_CONTIGUOUS 0
+#endif
+
+// for (i over this work-item's share of 0 .. n): grid-stride, or one contiguous block.
+#if GC_CONTIGUOUS
+#define FOR_EACH(i, n)                                                                    \
+    const ulong per_##i = ((ulong)(n) + get_global_size(0) - 1) / get_global_size(0);     \
+    const ulong lo_##i = (ulong)get_global_id(0) * per_##i;                               \
+    const ulong hi_##i = min((ulong)(n), lo_##i + per_##i);                               \
+    for (uint i = (uint)lo_##i; i < hi_##i; i++)
+#else
+#define FOR_EACH(i, n) for (uint i = get_global_id(0); i < (n); i += get_global_size(0))
+#endif
 #define NONE 0xFFFFFFFFu
 
 // |v| >= tau, exactly as codec::passes.
@@ -57,27 +77,29 @@ __kernel void count_groups(__global const float* x, ulong base, uint n, float ta
     const uint lid = get_local_id(0);
     const uint lsize = get_local_size(0);
     const uint g = get_group_id(0);
-    // Quads (4 consecutive elements, vload4: no alignment needed beyond a float's) are
-    // read strided: quad k * lsize + lid of the group's chunk.
+    // Quads (4 consecutive elements, vload4: no alignment needed beyond a float's), read
+    // strided (quad k * lsize + lid of the group's chunk) or contiguously (quads
+    // lid * span / 4 + k); either way i grows with k.
     const ulong chunk = (ulong)g * span * lsize;
     const uint quads = span / 4u;
+    // Branch-free over full quads: vector counters, and a sticky "non-finite seen" mask
+    // (exponent bits all ones); only a work-item that saw one rescans its quads in order.
+    int4 cnt = (int4)(0);
+    int4 nf = (int4)(0);
     uint c = 0u;
     uint b = NONE;
     for (uint k = 0; k < quads; k++) {
+#if GC_CONTIGUOUS
+        const ulong i = chunk + (ulong)lid * span + 4ul * k;
+#else
         const ulong i = chunk + 4ul * ((ulong)k * lsize + lid);
+#endif
         if (i + 4ul <= n) {
             const float4 v = vload4(0, x + base + i);
-            if (b == NONE && !all(isfinite(v))) {
-                // k grows with i, so the first one met is this work-item's smallest.
-                for (uint j = 0; j < 4u; j++) {
-                    if (!isfinite(x[base + i + j])) {
-                        b = (uint)(i + j);
-                        break;
-                    }
-                }
-            }
-            c += passes4(v, tau);
+            nf |= (as_int4(v) & (int4)(0x7F800000)) == (int4)(0x7F800000);
+            cnt += isgreaterequal(fabs(v), (float4)(tau));  // -1 per passing lane
         } else {
+            // The partial quad at the end of the segment: the largest i of this work-item.
             for (ulong j = i; j < n && j < i + 4ul; j++) {
                 const float v = x[base + j];
                 if (!isfinite(v)) {
@@ -87,6 +109,26 @@ __kernel void count_groups(__global const float* x, ulong base, uint n, float ta
                 }
             }
         }
+    }
+    c += (uint)(-(cnt.x + cnt.y + cnt.z + cnt.w));
+    if (any(nf)) {
+        // i grows with k, so the first non-finite met is this work-item's smallest (and
+        // smaller than any found in the partial quad, which comes last).
+        uint bq = NONE;
+        for (uint k = 0; k < quads && bq == NONE; k++) {
+#if GC_CONTIGUOUS
+            const ulong i = chunk + (ulong)lid * span + 4ul * k;
+#else
+            const ulong i = chunk + 4ul * ((ulong)k * lsize + lid);
+#endif
+            for (uint j = 0; j < 4u && i + 4ul <= n; j++) {
+                if (!isfinite(x[base + i + j])) {
+                    bq = (uint)(i + j);
+                    break;
+                }
+            }
+        }
+        if (bq != NONE) b = bq;
     }
     s_count[lid] = c;
     s_bad[lid] = b;
@@ -196,7 +238,7 @@ __kernel void encode_select(__global float* x, ulong base, uint n, float tau, ui
 // ascending sparse entries (distinct indices: no two work-items touch one element).
 __kernel void decode_sparse(__global float* t, ulong base, __global const uint* entries,
                             uint k, float tau) {
-    for (uint j = get_global_id(0); j < k; j += get_global_size(0)) {
+    FOR_EACH(j, k) {
         const int e = as_int(entries[j]);
         if (e > 0) {
             t[base + (ulong)(e - 1)] += tau;
@@ -209,7 +251,7 @@ __kernel void decode_sparse(__global float* t, ulong base, __global const uint* 
 // Adds a validated bitmap (2 bits per element, 16 per little-endian word) into target.
 __kernel void decode_bitmap(__global float* t, ulong base, __global const uint* words,
                             uint n, float tau) {
-    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+    FOR_EACH(i, n) {
         const uint code = (words[i / WORD] >> (2u * (i % WORD))) & 3u;
         if (code & 1u) {
             t[base + i] += tau;
@@ -221,14 +263,14 @@ __kernel void decode_bitmap(__global float* t, ulong base, __global const uint* 
 
 // target[base + i] += values[i] (dense warm-up message; the payload's f32 bits as words).
 __kernel void decode_dense(__global float* t, ulong base, __global const uint* values, uint n) {
-    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+    FOR_EACH(i, n) {
         t[base + i] += as_float(values[i]);
     }
 }
 
 // dst[i] += src[i].
 __kernel void add_assign(__global float* dst, __global const float* src, uint n) {
-    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+    FOR_EACH(i, n) {
         dst[i] += src[i];
     }
 }
@@ -236,7 +278,7 @@ __kernel void add_assign(__global float* dst, __global const float* src, uint n)
 // p[i] -= u[i] (exact == 1) or p[i] -= (scale * u[i]) as two roundings (FP_CONTRACT OFF).
 __kernel void sub_scaled(__global float* p, __global const float* u, uint n, float scale,
                          uint exact) {
-    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+    FOR_EACH(i, n) {
         if (exact != 0u) {
             p[i] -= u[i];
         } else {
@@ -248,7 +290,7 @@ __kernel void sub_scaled(__global float* p, __global const float* u, uint n, flo
 
 // Clips x[base .. base + n) to [-limit, limit] exactly as backend::slices::clip.
 __kernel void clip(__global float* x, ulong base, uint n, float limit) {
-    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+    FOR_EACH(i, n) {
         const float v = x[base + i];
         if (fabs(v) > limit) {
             x[base + i] = (v > 0.0f) ? limit : -limit;
@@ -258,7 +300,7 @@ __kernel void clip(__global float* x, ulong base, uint n, float limit) {
 
 // x[base .. base + n) = +0.0 (what a dense encode leaves behind: x - x for finite x).
 __kernel void zero_range(__global float* x, ulong base, uint n) {
-    for (uint i = get_global_id(0); i < n; i += get_global_size(0)) {
+    FOR_EACH(i, n) {
         x[base + i] = 0.0f;
     }
 }

@@ -29,6 +29,8 @@ pub const KERNELS_SRC: &str = include_str!("../kernels/gradcast.cl");
 /// The kernels use no float division or square root, so
 /// `-cl-fp32-correctly-rounded-divide-sqrt` is not needed; contraction into fused
 /// multiply-adds is switched off in the source with `#pragma OPENCL FP_CONTRACT OFF`.
+/// The backend appends `-D GC_CONTIGUOUS=1` for CPU devices and `=0` for others (the memory
+/// layout of the order-free loops; see the kernel source).
 pub const BUILD_OPTIONS: &str = "-cl-std=CL1.2";
 
 /// The entry points of [`KERNELS_SRC`]; a test checks that each one exists in the source.
@@ -81,6 +83,18 @@ impl DeviceKind {
             DeviceKind::Accelerator => t.contains(DeviceType::ACCELERATOR),
         }
     }
+}
+
+/// How the order-free kernel loops lay work-items over memory (see [`Limits::contiguous`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    /// Contiguous blocks on CPU devices, interleaved elsewhere.
+    #[default]
+    Auto,
+    /// Each work-item takes a contiguous block (best on CPU devices).
+    Contiguous,
+    /// Neighbouring work-items take neighbouring elements (best on GPUs).
+    Strided,
 }
 
 /// One OpenCL device as [`list_devices`] reports it.
@@ -167,6 +181,9 @@ pub struct Limits {
     pub local_mem: u64,
     /// `CL_DEVICE_MAX_COMPUTE_UNITS`.
     pub compute_units: usize,
+    /// Whether the kernels give each work-item contiguous blocks (CPU devices) rather than
+    /// interleaving neighbouring work-items (GPUs); built in as `-D GC_CONTIGUOUS`.
+    pub contiguous: bool,
     /// The work-group size used: a power of two no larger than the device's and the
     /// kernels' limits (and 256), whose local scratch fits in local memory.
     pub work_group: usize,
@@ -276,7 +293,7 @@ impl OpenCl {
                 _ => continue,
             };
             if kind.matches(t) {
-                return OpenCl::new_locked(p, d);
+                return OpenCl::new_locked(p, d, Layout::Auto);
             }
         }
         Err(OpenClError::NoDevice {
@@ -291,7 +308,7 @@ impl OpenCl {
     pub fn with_index(index: usize) -> Result<OpenCl, OpenClError> {
         let _serial = construction_lock();
         match all_devices()?.into_iter().nth(index) {
-            Some((p, d)) => OpenCl::new_locked(p, d),
+            Some((p, d)) => OpenCl::new_locked(p, d, Layout::Auto),
             None => Err(OpenClError::NoDevice {
                 wanted: format!("device index {index}"),
             }),
@@ -303,11 +320,42 @@ impl OpenCl {
     /// # Errors
     /// [`OpenClError::Build`] with the build log; [`OpenClError::Ocl`].
     pub fn new(platform: Platform, device: Device) -> Result<OpenCl, OpenClError> {
-        let _serial = construction_lock();
-        OpenCl::new_locked(platform, device)
+        OpenCl::with_layout(platform, device, Layout::Auto)
     }
 
-    fn new_locked(platform: Platform, device: Device) -> Result<OpenCl, OpenClError> {
+    /// The first device of any kind with a forced [`Layout`] (tests use it to run the GPU
+    /// layout on PoCL).
+    ///
+    /// # Errors
+    /// As [`OpenCl::first_device`].
+    pub fn first_device_with_layout(layout: Layout) -> Result<OpenCl, OpenClError> {
+        let _serial = construction_lock();
+        match all_devices()?.into_iter().next() {
+            Some((p, d)) => OpenCl::new_locked(p, d, layout),
+            None => Err(OpenClError::NoDevice {
+                wanted: "any device".into(),
+            }),
+        }
+    }
+
+    /// As [`OpenCl::new`], with a forced [`Layout`].
+    ///
+    /// # Errors
+    /// As [`OpenCl::new`].
+    pub fn with_layout(
+        platform: Platform,
+        device: Device,
+        layout: Layout,
+    ) -> Result<OpenCl, OpenClError> {
+        let _serial = construction_lock();
+        OpenCl::new_locked(platform, device, layout)
+    }
+
+    fn new_locked(
+        platform: Platform,
+        device: Device,
+        layout: Layout,
+    ) -> Result<OpenCl, OpenClError> {
         let little = matches!(
             device.info(DeviceInfo::EndianLittle),
             Ok(DeviceInfoResult::EndianLittle(true))
@@ -325,7 +373,16 @@ impl OpenCl {
             .map_err(OpenClError::ocl("creating a context"))?;
         let queue =
             Queue::new(&context, device, None).map_err(OpenClError::ocl("creating a queue"))?;
-        let program = build_program(&context, device, &device_name, KERNELS_SRC)?;
+        let contiguous = match layout {
+            Layout::Contiguous => true,
+            Layout::Strided => false,
+            Layout::Auto => matches!(
+                device.info(DeviceInfo::Type),
+                Ok(DeviceInfoResult::Type(t)) if t.contains(DeviceType::CPU)
+            ),
+        };
+        let options = format!("{BUILD_OPTIONS} -D GC_CONTIGUOUS={}", u8::from(contiguous));
+        let program = build_program(&context, device, &device_name, KERNELS_SRC, &options)?;
 
         let max_work_group = match device.info(DeviceInfo::MaxWorkGroupSize) {
             Ok(DeviceInfoResult::MaxWorkGroupSize(s)) => s,
@@ -374,6 +431,7 @@ impl OpenCl {
                 max_work_group,
                 local_mem,
                 compute_units,
+                contiguous,
                 work_group: wg,
             },
             scratch: Mutex::new(Scratch::default()),
@@ -599,14 +657,15 @@ fn build_program(
     device: Device,
     device_name: &str,
     source: &str,
+    options: &str,
 ) -> Result<Program, OpenClError> {
     let fail = |log: String| OpenClError::Build {
         device: device_name.to_string(),
-        options: BUILD_OPTIONS.to_string(),
+        options: options.to_string(),
         log,
     };
     let src = CString::new(source).map_err(|e| fail(e.to_string()))?;
-    let opts = CString::new(BUILD_OPTIONS).map_err(|e| fail(e.to_string()))?;
+    let opts = CString::new(options).map_err(|e| fail(e.to_string()))?;
     let prog =
         ocl::core::create_program_with_source(context, &[src]).map_err(|e| fail(e.to_string()))?;
     if let Err(e) = ocl::core::build_program(&prog, Some(&[device]), &opts, None, None) {
@@ -994,10 +1053,11 @@ mod tests {
             .build()
             .expect("context");
         let src = "__kernel void broken(__global float* x) { x[0] = undeclared_thing; }";
-        let e = build_program(&context, device, "dev", src).expect_err("must not build");
+        let e = build_program(&context, device, "dev", src, "-cl-std=CL1.2 -D X=1")
+            .expect_err("must not build");
         match &e {
             OpenClError::Build { options, log, .. } => {
-                assert_eq!(options, BUILD_OPTIONS);
+                assert_eq!(options, "-cl-std=CL1.2 -D X=1");
                 assert!(log.contains("undeclared_thing"), "log: {log}");
             }
             other => panic!("wrong error {other:?}"),

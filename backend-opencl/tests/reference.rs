@@ -8,23 +8,37 @@ use gradcast_core::backend::Reference;
 use gradcast_core::codec::{EncodeParams, EncodingMode, SegmentRef};
 use gradcast_core::wire::{MessageView, dense_message_len, message_len};
 use gradcast_core::{Backend, Classify, Error, ErrorKind};
-use gradcast_opencl::{OpenCl, OpenClError};
+use gradcast_opencl::{Layout, OpenCl, OpenClError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// One backend per test binary (building the program costs a second or two on PoCL).
-fn backend() -> Option<&'static OpenCl> {
-    static B: OnceLock<Result<OpenCl, OpenClError>> = OnceLock::new();
-    match B.get_or_init(OpenCl::first_device) {
-        Ok(b) => Some(b),
-        Err(e) if e.is_unavailable() => {
-            eprintln!("SKIP: {e}");
-            None
+/// The device's own layout and the other one (so the GPU layout runs on PoCL too), built once
+/// per test binary (building the program costs a second or two on PoCL).
+fn backends() -> Vec<&'static OpenCl> {
+    static B: OnceLock<Vec<Result<OpenCl, OpenClError>>> = OnceLock::new();
+    let all = B.get_or_init(|| {
+        let auto = OpenCl::first_device();
+        let other = match &auto {
+            Ok(b) if b.limits().contiguous => OpenCl::first_device_with_layout(Layout::Strided),
+            Ok(_) => OpenCl::first_device_with_layout(Layout::Contiguous),
+            Err(e) => Err(e.clone()),
+        };
+        vec![auto, other]
+    });
+    let mut out = Vec::new();
+    for r in all {
+        match r {
+            Ok(b) => out.push(b),
+            Err(e) if e.is_unavailable() => {
+                eprintln!("SKIP: {e}");
+                return Vec::new();
+            }
+            Err(e) => panic!("OpenCL platform present but the backend failed: {e}"),
         }
-        Err(e) => panic!("OpenCL platform present but the backend failed: {e}"),
     }
+    out
 }
 
 fn config(default_cases: u32) -> Config {
@@ -167,7 +181,12 @@ fn check_encode(b: &OpenCl, case: &Case, out_size: usize) -> Result<(), TestCase
 
 #[test]
 fn encode_matches_reference() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        encode_matches_reference_on(b);
+    }
+}
+
+fn encode_matches_reference_on(b: &OpenCl) {
     let mut runner = TestRunner::new(config(96));
     runner
         .run(&case(), |case| {
@@ -179,7 +198,12 @@ fn encode_matches_reference() {
 
 #[test]
 fn encode_too_small_buffer_matches_reference() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        encode_too_small_buffer_matches_reference_on(b);
+    }
+}
+
+fn encode_too_small_buffer_matches_reference_on(b: &OpenCl) {
     let mut runner = TestRunner::new(config(32));
     runner
         .run(&(case(), 0usize..200), |(case, size)| {
@@ -190,7 +214,12 @@ fn encode_too_small_buffer_matches_reference() {
 
 #[test]
 fn non_finite_reports_first_index_and_leaves_residual() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        non_finite_reports_first_index_and_leaves_residual_on(b);
+    }
+}
+
+fn non_finite_reports_first_index_and_leaves_residual_on(b: &OpenCl) {
     let specials = vec![
         f32::NAN,
         f32::INFINITY,
@@ -216,7 +245,12 @@ fn non_finite_reports_first_index_and_leaves_residual() {
 
 #[test]
 fn bad_params_match_reference() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        bad_params_match_reference_on(b);
+    }
+}
+
+fn bad_params_match_reference_on(b: &OpenCl) {
     let x = vec![1.0f32, -2.0, 0.5, 0.0];
     for tau in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
         let case = Case {
@@ -242,7 +276,12 @@ fn bad_params_match_reference() {
 
 #[test]
 fn decode_add_matches_reference() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        decode_add_matches_reference_on(b);
+    }
+}
+
+fn decode_add_matches_reference_on(b: &OpenCl) {
     let strat = (case(), prop::collection::vec(value(), 0..64));
     let mut runner = TestRunner::new(config(64));
     runner
@@ -285,7 +324,12 @@ fn decode_add_matches_reference() {
 
 #[test]
 fn vector_ops_match_reference() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        vector_ops_match_reference_on(b);
+    }
+}
+
+fn vector_ops_match_reference_on(b: &OpenCl) {
     let strat = (
         prop::collection::vec(value(), 0..5000),
         prop::collection::vec(value(), 0..5000),
@@ -340,7 +384,12 @@ fn vector_ops_match_reference() {
 
 #[test]
 fn count_and_size_errors_match_reference() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        count_and_size_errors_match_reference_on(b);
+    }
+}
+
+fn count_and_size_errors_match_reference_on(b: &OpenCl) {
     let x = vec![1.0f32, f32::NAN, 0.5, f32::INFINITY, 2.0];
     let d = to_device(b, &x);
     let r = Reference;
@@ -409,7 +458,12 @@ fn count_and_size_errors_match_reference() {
 /// Many rounds of error feedback with a cap: the replicas and residuals stay bit-identical.
 #[test]
 fn multi_round_replicas_stay_identical() {
-    let Some(b) = backend() else { return };
+    for b in backends() {
+        multi_round_replicas_stay_identical_on(b);
+    }
+}
+
+fn multi_round_replicas_stay_identical_on(b: &OpenCl) {
     let strat = (
         prop::collection::vec(prop::collection::vec(value(), 3000), 1..6),
         tau(),
@@ -497,4 +551,45 @@ fn no_platform_fails_fast() {
         "child failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Non-finite values at chosen places: in the segment's last partial quad and earlier in the
+/// same work-item's range, at a group's first and last element, in the head of a segment.
+#[test]
+fn non_finite_positions() {
+    for b in backends() {
+        for n in [1usize, 3, 5, 23, 4097, 10_001, 70_003] {
+            let mut spots = vec![vec![n - 1], vec![0, n - 1], vec![n / 2, n - 1], vec![n / 3]];
+            if n > 8 {
+                spots.push(vec![n - 6, n - 1]);
+                spots.push(vec![n - 5, n - 2]);
+            }
+            for spot in spots {
+                for special in [f32::NAN, f32::NEG_INFINITY] {
+                    let mut x: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
+                    for &i in &spot {
+                        x[i] = special;
+                    }
+                    let mut params = EncodeParams::new(1.0);
+                    check_encode(
+                        b,
+                        &Case {
+                            x: x.clone(),
+                            params,
+                        },
+                        8 * n + 64,
+                    )
+                    .unwrap();
+                    if n > 2 {
+                        params.segment = Some(SegmentRef {
+                            id: 2,
+                            offset: 1,
+                            len: n - 2,
+                        });
+                        check_encode(b, &Case { x, params }, 8 * n + 64).unwrap();
+                    }
+                }
+            }
+        }
+    }
 }
