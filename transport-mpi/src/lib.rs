@@ -1,1 +1,117 @@
-//! placeholder
+//! # gradcast-mpi
+//!
+//! The round protocol's [`Transport`](gradcast_core::round::Transport) over MPI (Open MPI
+//! through [rsmpi](https://docs.rs/mpi)): several processes ("ranks"), on one machine or
+//! many, share one gradcast round. Inside a rank, the local parties (worker threads) keep
+//! the in-process path of [`gradcast_core::round::Accumulator`]: zero-copy slots, barriers.
+//! Between ranks, each round's packets travel by [`MpiTransport`].
+//!
+//! # Ranks and sender ids
+//!
+//! Every rank runs the same number `P` of local parties. **Rank `r`'s local party `j` sends
+//! as global id `r * P + j`**: rank 0 owns ids `0..P`, rank 1 owns `P..2P`, and so on
+//! ([`MpiTransport::first_sender`], [`MpiTransport::round_config`]). The accumulator
+//! decodes every packet of a round in ascending global id, local and remote merged, so
+//! every replica on every rank applies the same packets in the same (rank, local sender)
+//! order and performs the same floating-point operations: replicas stay bit-identical
+//! across ranks, whatever the timing.
+//!
+//! # One round on the wire
+//!
+//! The rank's round leader calls [`MpiTransport::exchange`](gradcast_core::round::Transport::exchange)
+//! with the rank's packets (ascending sender id). Two collective calls follow:
+//!
+//! 1. `MPI_Allgather` of a fixed-size **packet table** per rank (`8 * (6 + 2P)` bytes):
+//!    format magic, round, status, packet count, `P`, the largest packet, then
+//!    `(sender, length)` per packet. Every rank checks every table, in rank order: the same
+//!    format and configuration, the same round as rank 0, no failure status, senders inside
+//!    the rank's range and ascending, lengths within the largest packet. Every rank holds
+//!    the same tables, so every rank reaches the same verdict, and an error ends the round
+//!    on every rank; nobody is left waiting in the second call.
+//! 2. `MPI_Allgatherv` of the packets' bytes, with the counts and displacements from the
+//!    tables. The other ranks' packets are recorded in the round's
+//!    [`RemotePackets`](gradcast_core::round::RemotePackets) in (rank, local sender) order;
+//!    the accumulator then validates every message (parses, checksum, sender, round, size)
+//!    before anyone decodes.
+//!
+//! A rank whose local packets are bad (a sender outside its range, a packet longer than the
+//! largest packet) still takes part in the table exchange, with a failure status: it
+//! returns its own error, the others return [`MpiError::PeerFailed`] naming it.
+//!
+//! Every buffer is sized once, at construction: the tables, the rank's send buffer
+//! (`P * max_packet_len` bytes) and the receive buffer (`size * P * max_packet_len` bytes;
+//! MPI's 32-bit counts cap a round at 2 GiB).
+//!
+//! # Errors
+//!
+//! The transport and [`Collectives`] call MPI on **duplicates** of the caller's
+//! communicator whose error handler is `MPI_ERRORS_RETURN`: an MPI failure is an
+//! [`MpiError::Mpi`] (the call, the code, its class and the library's message), classified
+//! as [`ErrorKind::Transport`](gradcast_core::ErrorKind::Transport), never an abort.
+//! [`MpiError`] converts from the core's errors and implements
+//! [`Classify`](gradcast_core::Classify).
+//!
+//! A rank that fails *outside* the exchange (its worker errs before the round's exchange,
+//! say) never reaches the collective calls, and the other ranks would wait for it: a job
+//! should end such a rank with `MPI_Abort` (rsmpi's `Communicator::abort`), which ends the
+//! whole job, as `mpirun` jobs expect.
+//!
+//! # Threads
+//!
+//! The round's leader is whichever local party arrives last, so MPI must be initialized
+//! with [`Threading::Serialized`](mpi::environment::Threading::Serialized) or higher
+//! (`mpi::initialize_with_threading`); [`MpiTransport::new`] refuses less. Drop the
+//! accumulator (and with it the transport) before the `Universe`, which finalizes MPI.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use gradcast_core::backend::Reference;
+//! use gradcast_core::barrier::Park;
+//! use gradcast_core::packet::{FixedEncoder, PartyEncoder};
+//! use gradcast_core::round::Accumulator;
+//! use gradcast_mpi::{MpiTransport, checksum, Collectives};
+//! use mpi::environment::Threading;
+//!
+//! let (universe, _) = mpi::initialize_with_threading(Threading::Serialized).unwrap();
+//! let world = universe.world();
+//! let (parties, n) = (2, 1000);
+//! let encoders = vec![FixedEncoder::new(1e-3); parties];
+//! let max_packet = PartyEncoder::<Reference>::max_packet_len(&encoders[0], n);
+//! let transport = MpiTransport::new(&world, parties, max_packet)?;
+//! let config = transport.round_config(n);
+//! let mut acc: Accumulator<Reference, FixedEncoder, MpiTransport, Park> =
+//!     Accumulator::new(Reference, config, encoders, transport)?;
+//! // ... run rounds: one thread per party, `store_update` then `apply_update` ...
+//! let params = vec![0.0f32; n];
+//! let sums = Collectives::new(&world)?.all_gather_u64(checksum(&params))?;
+//! assert!(sums.iter().all(|&s| s == sums[0]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Running under mpirun
+//!
+//! ```text
+//! cargo build --release -p gradcast-mpi --tests
+//! mpirun --allow-run-as-root --oversubscribe -np 4 target/release/deps/mpi-<hash>
+//! ```
+//!
+//! `--allow-run-as-root` is needed as root (containers, CI), `--oversubscribe` when there
+//! are more ranks than cores. A binary started without `mpirun` runs as a singleton MPI job
+//! of one rank, which is how plain `cargo test -p gradcast-mpi` runs the tests (the test
+//! binary then starts the 4-rank run itself when `mpirun` is on the `PATH`; see the
+//! README).
+// A std-only crate (MPI needs an operating system): the workspace's no_std-oriented lints
+// (prefer `core`/`alloc` paths) only add noise here.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+pub mod collectives;
+pub mod error;
+pub mod transport;
+
+pub use collectives::{Collectives, checksum};
+pub use error::MpiError;
+pub use transport::{ExchangeStats, MpiTransport};
+
+/// rsmpi, re-exported so callers initialize MPI with the same version this crate links.
+pub use mpi;
