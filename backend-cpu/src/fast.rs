@@ -288,8 +288,11 @@ pub(crate) fn encode(
         items.push((work, mine));
     }
 
-    // Pass 2: write each chunk's entries and settle its debits.
-    parallel(items, |(it, out)| {
+    // Pass 2: write each chunk's entries and settle its debits. Copying fewer recorded
+    // entries than a minimal chunk holds elements is not worth starting threads for.
+    let from_lists = items.iter().all(|(it, _)| it.scan.listed);
+    let serial = from_lists && plan.candidates < cpu.config.min_chunk;
+    let pass2 = |(it, out): (Pass2<'_>, &mut [u8])| {
         let split = local_split(split, it.base, it.x.len());
         match encoding {
             Encoding::Sparse => {
@@ -305,7 +308,12 @@ pub(crate) fn encode(
                 it.run(simd, split, tau, &mut sink);
             }
         }
-    });
+    };
+    if serial {
+        items.into_iter().for_each(pass2);
+    } else {
+        parallel(items, pass2);
+    }
     cpu.put_lists(lists);
     Ok(seal(out, &plan, params, n))
 }
