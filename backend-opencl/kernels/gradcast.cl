@@ -32,6 +32,30 @@
 #define GC_CONTIGUOUS 0
 #endif
 
+// The vector width of count_groups and where work-item lid's k-th vector starts.
+#if GC_CONTIGUOUS
+#define VW 16u
+#define VFLOAT float16
+#define VINT int16
+#define VLOAD vload16
+#define VAS_INT as_int16
+#define VEC_START(k) (chunk + (ulong)lid * span + (ulong)VW * (k))
+inline int vsum(int16 v) {
+    const int8 a = v.lo + v.hi;
+    const int4 b = a.lo + a.hi;
+    return b.x + b.y + b.z + b.w;
+}
+#else
+#define VW 4u
+#define VFLOAT float4
+#define VINT int4
+#define VLOAD vload4
+#define VAS_INT as_int4
+#define VEC_START(k) (chunk + (ulong)VW * ((ulong)(k) * lsize + lid))
+inline int vsum(int4 v) { return v.x + v.y + v.z + v.w; }
+#endif
+#define VSUM(v) vsum(v)
+
 // for (i over this work-item's share of 0 .. n): grid-stride, or one contiguous block.
 #if GC_CONTIGUOUS
 #define FOR_EACH(i, n)                                                                    \
@@ -46,15 +70,6 @@
 
 // |v| >= tau, exactly as codec::passes.
 inline bool passes(float v, float tau) { return fabs(v) >= tau; }
-
-// Candidates among four finite-or-not values (a non-finite value is reported separately).
-inline uint passes4(float4 v, float tau) {
-    const int4 p = isgreaterequal(fabs(v), (float4)(tau));  // -1 per passing lane
-    return (uint)(-(p.x + p.y + p.z + p.w));
-}
-
-// Whether any of four values passes.
-inline bool any4(float4 v, float tau) { return any(isgreaterequal(fabs(v), (float4)(tau))); }
 
 // Inclusive scan of s[0..lsize) in place (Hillis-Steele, two barriers per step).
 // Every work-item of the group must call it.
@@ -72,35 +87,31 @@ inline void scan_inclusive(__local uint* s, uint lid, uint lsize) {
 // counts[g] = #{ i in group g : |x| >= tau }, bad[g] = smallest relative index of a NaN/inf in
 // group g, or NONE.
 __kernel void count_groups(__global const float* x, ulong base, uint n, float tau, uint span,
-                           __global uint* counts, __global uint* bad,
+                           __global uint* counts, __global uint* bad, __global uint* item_counts,
                            __local uint* s_count, __local uint* s_bad) {
     const uint lid = get_local_id(0);
     const uint lsize = get_local_size(0);
     const uint g = get_group_id(0);
-    // Quads (4 consecutive elements, vload4: no alignment needed beyond a float's), read
-    // strided (quad k * lsize + lid of the group's chunk) or contiguously (quads
-    // lid * span / 4 + k); either way i grows with k.
+    // Vectors of VW consecutive elements (vloadN: no alignment needed beyond a float's),
+    // read strided (vector k * lsize + lid of the group's chunk) or contiguously (vectors
+    // lid * span / VW + k); either way i grows with k. span is a multiple of 16.
     const ulong chunk = (ulong)g * span * lsize;
-    const uint quads = span / 4u;
-    // Branch-free over full quads: vector counters, and a sticky "non-finite seen" mask
-    // (exponent bits all ones); only a work-item that saw one rescans its quads in order.
-    int4 cnt = (int4)(0);
-    int4 nf = (int4)(0);
+    const uint vecs = span / VW;
+    // Branch-free over full vectors: vector counters, and a sticky "non-finite seen" mask
+    // (exponent bits all ones); only a work-item that saw one rescans its vectors in order.
+    VINT cnt = (VINT)(0);
+    VINT nf = (VINT)(0);
     uint c = 0u;
     uint b = NONE;
-    for (uint k = 0; k < quads; k++) {
-#if GC_CONTIGUOUS
-        const ulong i = chunk + (ulong)lid * span + 4ul * k;
-#else
-        const ulong i = chunk + 4ul * ((ulong)k * lsize + lid);
-#endif
-        if (i + 4ul <= n) {
-            const float4 v = vload4(0, x + base + i);
-            nf |= (as_int4(v) & (int4)(0x7F800000)) == (int4)(0x7F800000);
-            cnt += isgreaterequal(fabs(v), (float4)(tau));  // -1 per passing lane
+    for (uint k = 0; k < vecs; k++) {
+        const ulong i = VEC_START(k);
+        if (i + VW <= n) {
+            const VFLOAT v = VLOAD(0, x + base + i);
+            nf |= (VAS_INT(v) & (VINT)(0x7F800000)) == (VINT)(0x7F800000);
+            cnt += isgreaterequal(fabs(v), (VFLOAT)(tau));  // -1 per passing lane
         } else {
-            // The partial quad at the end of the segment: the largest i of this work-item.
-            for (ulong j = i; j < n && j < i + 4ul; j++) {
+            // The partial vector at the end of the segment: the largest i of this work-item.
+            for (ulong j = i; j < n && j < i + VW; j++) {
                 const float v = x[base + j];
                 if (!isfinite(v)) {
                     if (b == NONE) b = (uint)j;
@@ -110,26 +121,25 @@ __kernel void count_groups(__global const float* x, ulong base, uint n, float ta
             }
         }
     }
-    c += (uint)(-(cnt.x + cnt.y + cnt.z + cnt.w));
+    c += (uint)(-VSUM(cnt));
     if (any(nf)) {
         // i grows with k, so the first non-finite met is this work-item's smallest (and
-        // smaller than any found in the partial quad, which comes last).
-        uint bq = NONE;
-        for (uint k = 0; k < quads && bq == NONE; k++) {
-#if GC_CONTIGUOUS
-            const ulong i = chunk + (ulong)lid * span + 4ul * k;
-#else
-            const ulong i = chunk + 4ul * ((ulong)k * lsize + lid);
-#endif
-            for (uint j = 0; j < 4u && i + 4ul <= n; j++) {
+        // smaller than any found in the partial vector, which comes last).
+        uint bv = NONE;
+        for (uint k = 0; k < vecs && bv == NONE; k++) {
+            const ulong i = VEC_START(k);
+            for (uint j = 0; j < VW && i + VW <= n; j++) {
                 if (!isfinite(x[base + i + j])) {
-                    bq = (uint)(i + j);
+                    bv = (uint)(i + j);
                     break;
                 }
             }
         }
-        if (bq != NONE) b = bq;
+        if (bv != NONE) b = bv;
     }
+    // Per work-item counts: with GC_CONTIGUOUS a work-item covers the same elements here as
+    // in encode_select, which then skips its own counting pass.
+    item_counts[(ulong)g * lsize + lid] = c;
     s_count[lid] = c;
     s_bad[lid] = b;
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -161,7 +171,8 @@ __kernel void count_groups(__global const float* x, ulong base, uint n, float ta
 // mode 1 (bitmap): out[i / 16] = the 16 two-bit codes of the work-item's elements
 //                  (01: +tau, 10: -tau); every word < ceil(n / 16) is written.
 __kernel void encode_select(__global float* x, ulong base, uint n, float tau, uint span,
-                            __global const uint* counts, __global const uint* offsets,
+                            __global const uint* counts, __global const uint* item_counts,
+                            __global const uint* offsets,
                             uint start, uint before_start, uint take_head, uint tail_end,
                             uint mode, __global uint* out, __local uint* s) {
     const uint lid = get_local_id(0);
@@ -170,20 +181,28 @@ __kernel void encode_select(__global float* x, ulong base, uint n, float tau, ui
     const ulong first = (ulong)g * span * lsize + (ulong)lid * span;
     // A group without candidates skips its reads. No return before the scan's barriers:
     // PoCL miscompiles an early return ahead of a barrier even when it is group-uniform.
-    const bool any = counts[g] != 0u;
+    const bool has = counts[g] != 0u;
     uint c = 0u;
-    if (any) {
-        for (ulong i = first; i < first + span && i < n; i += 4ul) {
-            if (i + 4ul <= n) {
-                c += passes4(vload4(0, x + base + i), tau);
+#if GC_CONTIGUOUS
+    c = item_counts[(ulong)g * lsize + lid];
+#else
+    if (has) {
+        int16 acc = (int16)(0);
+        for (ulong i = first; i < first + span && i < n; i += WORD) {
+            if (i + WORD <= n) {
+                acc += isgreaterequal(fabs(vload16(0, x + base + i)), (float16)(tau));
             } else {
                 for (ulong j = i; j < n; j++) c += passes(x[base + j], tau) ? 1u : 0u;
             }
         }
+        const int8 a8 = acc.lo + acc.hi;
+        const int4 a4 = a8.lo + a8.hi;
+        c += (uint)(-(a4.x + a4.y + a4.z + a4.w));
     }
+#endif
     s[lid] = c;
     scan_inclusive(s, lid, lsize);
-    if (!any) {
+    if (!has) {
         // Nothing to debit; bitmap words are all zero.
         if (mode != 0u) {
             for (ulong w = first; w < first + span && w < n; w += WORD) out[w / WORD] = 0u;
@@ -194,12 +213,8 @@ __kernel void encode_select(__global float* x, ulong base, uint n, float tau, ui
     for (ulong w = first; w < first + span && w < n; w += WORD) {
         uint word = 0u;
         if (w + WORD <= n) {
-            // Most words hold no candidate: test them four lanes at a time.
-            const bool hit = any4(vload4(0, x + base + w), tau) ||
-                             any4(vload4(1, x + base + w), tau) ||
-                             any4(vload4(2, x + base + w), tau) ||
-                             any4(vload4(3, x + base + w), tau);
-            if (!hit) {
+            // Most words hold no candidate: test all 16 lanes at once.
+            if (!any(isgreaterequal(fabs(vload16(0, x + base + w)), (float16)(tau)))) {
                 if (mode != 0u) out[w / WORD] = 0u;
                 continue;
             }

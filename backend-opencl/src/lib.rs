@@ -210,6 +210,7 @@ pub struct OpenCl {
 struct Scratch {
     counts: Option<Buffer<u32>>,
     bad: Option<Buffer<u32>>,
+    item_counts: Option<Buffer<u32>>,
     offsets: Option<Buffer<u32>>,
     payload: Option<Buffer<u32>>,
 }
@@ -571,6 +572,7 @@ impl OpenCl {
         let groups = n.div_ceil(wg * span);
         let counts = ensure(&mut scratch.counts, &self.queue, groups)?;
         let bad = ensure(&mut scratch.bad, &self.queue, groups)?;
+        let items = ensure(&mut scratch.item_counts, &self.queue, groups * wg)?;
         let k = self
             .kernel("count_groups")
             .global_work_size(groups * wg)
@@ -582,14 +584,16 @@ impl OpenCl {
             .arg(u32_of(span))
             .arg(counts)
             .arg(bad)
+            .arg(items)
             .arg_local::<u32>(wg)
             .arg_local::<u32>(wg)
             .build()
             .map_err(OpenClError::ocl("creating count_groups"))?;
         // SAFETY: argument order and types match `count_groups` in kernels/gradcast.cl;
         // `base + n <= x.len()` (checked by the caller); `counts` and `bad` hold at least
-        // `groups` words and the kernel writes exactly index `get_group_id(0) < groups`; the
-        // two local arrays hold `wg` words each, `wg` being the local size.
+        // `groups` words and the kernel writes exactly index `get_group_id(0) < groups`;
+        // `item_counts` holds `groups * wg` words, one per work-item; the two local arrays
+        // hold `wg` words each, `wg` being the local size.
         unsafe { k.enq() }.map_err(OpenClError::ocl("running count_groups"))?;
         let mut c = vec![0u32; groups];
         let mut b = vec![0u32; groups];
@@ -817,10 +821,12 @@ impl Backend for OpenCl {
                 } else {
                     n.div_ceil(WORD)
                 };
-                let counts_buf = scratch.counts.clone().ok_or(OpenClError::Ocl {
+                let missing = || OpenClError::Ocl {
                     op: "encoding",
                     message: "group counts missing".into(),
-                })?;
+                };
+                let counts_buf = scratch.counts.clone().ok_or_else(missing)?;
+                let items_buf = scratch.item_counts.clone().ok_or_else(missing)?;
                 let off_buf = ensure(&mut scratch.offsets, &self.queue, groups)?;
                 off_buf
                     .cmd()
@@ -839,6 +845,7 @@ impl Backend for OpenCl {
                     .arg(tau)
                     .arg(u32_of(span))
                     .arg(&counts_buf)
+                    .arg(&items_buf)
                     .arg(&off_buf)
                     .arg(u32_of(start))
                     .arg(u32_of(before_start))
@@ -850,8 +857,9 @@ impl Backend for OpenCl {
                     .build()
                     .map_err(OpenClError::ocl("creating encode_select"))?;
                 // SAFETY: argument order and types match `encode_select`; `counts` and
-                // `offsets` hold `groups` words, one per work-group (the same n and span as
-                // the count pass); the kernel reads and debits only
+                // `offsets` hold `groups` words, one per work-group, and `item_counts`
+                // `groups * wg`, one per work-item (the same n, span and wg as the count
+                // pass, which filled them); the kernel reads and debits only
                 // x[base + i] for i < n (base + n <= x.len()); it writes payload slots
                 // < plan.entries (sparse: a selected candidate's slot is below the number
                 // selected) or words < ceil(n / 16) (bitmap), and `payload` holds `words`
