@@ -47,3 +47,12 @@ fn parallel_instances() {
         t.join().expect("thread");
     }
 }
+
+/// The backend and its buffers can be shared and sent between threads.
+#[test]
+fn backend_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<OpenCl>();
+    check::<gradcast_opencl::ClBuffer>();
+    check::<gradcast_opencl::OpenClError>();
+}
