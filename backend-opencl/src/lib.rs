@@ -398,8 +398,15 @@ impl OpenCl {
             _ => 1,
         };
         let mut wg = PREFERRED_WG.min(max_work_group.max(1));
-        // Each group kernel's own limit (registers, private memory) may be lower.
-        for name in ["count_groups", "encode_select"] {
+        if let Ok(DeviceInfoResult::MaxWorkItemSizes(sizes)) =
+            device.info(DeviceInfo::MaxWorkItemSizes)
+            && let Some(&first) = sizes.first()
+        {
+            wg = wg.min(first.max(1));
+        }
+        // Each kernel's own limit (registers, private memory) may be lower; every launch
+        // uses the one work-group size.
+        for &name in KERNEL_NAMES {
             let k = ocl::core::create_kernel(program.as_core(), name).map_err(|e| {
                 OpenClError::Ocl {
                     op: "creating a kernel",
