@@ -367,6 +367,21 @@ impl OpenCl {
                 wanted: format!("a little-endian device ({device_name} is not)"),
             });
         }
+        // Bit-identical results need IEEE f32 with subnormals and round-to-nearest (a device
+        // that flushes subnormals to zero cannot match the reference).
+        let fp_ok = match device.info(DeviceInfo::SingleFpConfig) {
+            Ok(DeviceInfoResult::SingleFpConfig(c)) => c.contains(
+                ocl::flags::DeviceFpConfig::DENORM | ocl::flags::DeviceFpConfig::ROUND_TO_NEAREST,
+            ),
+            _ => false,
+        };
+        if !fp_ok {
+            return Err(OpenClError::NoDevice {
+                wanted: format!(
+                    "a device with f32 subnormals and round-to-nearest ({device_name} lacks them)"
+                ),
+            });
+        }
         let context = Context::builder()
             .platform(platform)
             .devices(device)
