@@ -63,6 +63,39 @@ impl fmt::Display for BackendChoice {
     }
 }
 
+/// The CPU backend gradcast trains on with `--backend cpu`: `gradcast-cpu`'s fast path
+/// (AVX2 when the processor has it, threads over chunks for large vectors).
+///
+/// # Errors
+/// None today; kept fallible like the device backends.
+pub fn cpu() -> Result<gradcast_cpu::Cpu, CliError> {
+    Ok(gradcast_cpu::Cpu::default())
+}
+
+/// The first OpenCL device (`--backend opencl`).
+///
+/// # Errors
+/// [`CliError::Backend`] when no OpenCL platform or device is present.
+#[cfg(feature = "opencl")]
+pub fn opencl() -> Result<gradcast_opencl::OpenCl, CliError> {
+    gradcast_opencl::OpenCl::first_device()
+        .map_err(|e| CliError::Backend(format!("no usable OpenCL device: {e}")))
+}
+
+/// CUDA device 0 (`--backend cuda`).
+///
+/// # Errors
+/// [`CliError::Backend`] when the CUDA driver or a device is missing.
+#[cfg(feature = "cuda")]
+pub fn cuda() -> Result<gradcast_cuda::Cuda, CliError> {
+    if !gradcast_cuda::driver_available() {
+        return Err(CliError::Backend(
+            "the CUDA driver (libcuda) is not available on this machine".into(),
+        ));
+    }
+    gradcast_cuda::Cuda::new(0).map_err(|e| CliError::Backend(format!("CUDA device 0: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,18 +103,13 @@ mod tests {
     #[test]
     fn cpu_is_always_there_and_unknown_names_are_usage_errors() {
         assert_eq!("cpu".parse::<BackendChoice>().unwrap(), BackendChoice::Cpu);
-        assert!(matches!("tpu".parse::<BackendChoice>(), Err(CliError::Usage(_))));
+        assert!(matches!(
+            "tpu".parse::<BackendChoice>(),
+            Err(CliError::Usage(_))
+        ));
         if !cfg!(feature = "cuda") {
             let e = "cuda".parse::<BackendChoice>().unwrap_err().to_string();
             assert!(e.contains("not compiled into this build"), "{e}");
         }
     }
-}
-
-/// The CPU backend gradcast trains on with `--backend cpu`.
-///
-/// # Errors
-/// None today; kept fallible for backends that probe hardware.
-pub fn cpu() -> Result<gradcast_core::backend::Reference, CliError> {
-    Ok(gradcast_core::backend::Reference)
 }

@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// The default threshold policy of `gradcast train` (see the crate README for the tuning).
-pub const DEFAULT_THRESHOLD: &str = "fixed:0.002";
+pub const DEFAULT_THRESHOLD: &str = "fixed:0.01";
 
 /// gradcast: communication-efficient data-parallel training by threshold encoding with error
 /// feedback.
@@ -62,13 +62,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = DEFAULT_THRESHOLD, value_parser = parse_threshold)]
     pub threshold: ThresholdSpec,
     /// Passes over the training set.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     /// Global batch size (split into one shard per worker).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Learning rate of each worker's SGD step (update = lr * gradient).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.05)]
     pub lr: f32,
     /// Seed of the initial weights, the train/test split and the data order.
     #[arg(long, default_value_t = 42)]

@@ -167,7 +167,11 @@ pub fn digits() -> Result<Dataset, DataError> {
             ds.num_samples
         )));
     }
-    let features = ds.data.iter().map(|&v| (v / 16.0).clamp(0.0, 1.0)).collect();
+    let features = ds
+        .data
+        .iter()
+        .map(|&v| (v / 16.0).clamp(0.0, 1.0))
+        .collect();
     Ok(Dataset {
         features,
         labels,
@@ -180,7 +184,7 @@ pub fn digits() -> Result<Dataset, DataError> {
 /// `round(test_fraction * len)` samples are held out.
 pub fn split(name: &str, data: &Dataset, test_fraction: f64, seed: u64) -> Split {
     let mut order: Vec<usize> = (0..data.len()).collect();
-    SplitMix64::new(seed ^ 0x5EED_0F_5A17).shuffle(&mut order);
+    SplitMix64::new(seed ^ 0x5EED_5A17_0F5A).shuffle(&mut order);
     let n_test = ((data.len() as f64) * test_fraction).round() as usize;
     let n_test = n_test.min(data.len());
     let (train, test) = order.split_at(data.len() - n_test);
@@ -268,9 +272,7 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expect_dims: usize) -> Result<Idx, D
     }
     let ndims = bytes[3] as usize;
     if ndims != expect_dims {
-        return Err(bad(format!(
-            "{ndims} dimensions, expected {expect_dims}"
-        )));
+        return Err(bad(format!("{ndims} dimensions, expected {expect_dims}")));
     }
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
@@ -331,15 +333,15 @@ fn idx_pair(
             ),
         });
     }
-    if let Some(expected) = dim {
-        if expected != d {
-            return Err(DataError::Mismatch {
-                reason: format!(
-                    "{} has {d} pixels per image, the training images have {expected}",
-                    images_path.display()
-                ),
-            });
-        }
+    if let Some(expected) = dim
+        && expected != d
+    {
+        return Err(DataError::Mismatch {
+            reason: format!(
+                "{} has {d} pixels per image, the training images have {expected}",
+                images_path.display()
+            ),
+        });
     }
     if let Some((i, &l)) = labels.data.iter().enumerate().find(|&(_, &l)| l > 9) {
         return Err(DataError::BadIdx {

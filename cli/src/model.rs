@@ -160,7 +160,8 @@ impl Mlp {
         }
         let dev = Device::Cpu;
         let b = self.blocks();
-        let t = |r: Range<usize>, shape: (usize, usize)| Tensor::from_slice(&params[r], shape, &dev);
+        let t =
+            |r: Range<usize>, shape: (usize, usize)| Tensor::from_slice(&params[r], shape, &dev);
         let w1 = t(b.w1, (self.input, self.hidden))?;
         let b1 = Tensor::from_slice(&params[b.b1], self.hidden, &dev)?;
         let w2 = t(b.w2, (self.hidden, self.classes))?;
@@ -209,7 +210,11 @@ mod tests {
             let lp = m.loss_and_grad(&plus, &x, &y).unwrap().0;
             let lm = m.loss_and_grad(&minus, &x, &y).unwrap().0;
             let fd = (lp - lm) / (2.0 * h);
-            assert!((fd - g[i]).abs() < 2e-3, "param {i}: autodiff {} vs fd {fd}", g[i]);
+            assert!(
+                (fd - g[i]).abs() < 2e-3,
+                "param {i}: autodiff {} vs fd {fd}",
+                g[i]
+            );
         }
     }
 

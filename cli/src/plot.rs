@@ -42,9 +42,7 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
         "{}: MLP on {}, P = {}: dense fp32 vs gradcast ({})",
         "gradcast train", s.data.name, s.config.workers, s.config.threshold
     );
-    let root = root
-        .titled(&title, (FAMILY, 24).into_font())
-        .map_err(err)?;
+    let root = root.titled(&title, (FAMILY, 24).into_font()).map_err(err)?;
     let (top, bottom) = root.split_vertically(430);
     let epochs = s.dense.epochs.len().max(1) as f64;
     let series = |r: &[EpochRecord], f: fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
@@ -80,7 +78,9 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
             .draw_series(LineSeries::new(data, color.stroke_width(2)))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -94,8 +94,16 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
     // Cumulative bytes, log scale.
     let bytes_d = series(&s.dense.epochs, |e| e.cumulative_bytes.max(1) as f64);
     let bytes_g = series(&s.gradcast.epochs, |e| e.cumulative_bytes.max(1) as f64);
-    let max = bytes_d.iter().chain(&bytes_g).map(|p| p.1).fold(1.0, f64::max);
-    let min = bytes_d.iter().chain(&bytes_g).map(|p| p.1).fold(max, f64::min);
+    let max = bytes_d
+        .iter()
+        .chain(&bytes_g)
+        .map(|p| p.1)
+        .fold(1.0, f64::max);
+    let min = bytes_d
+        .iter()
+        .chain(&bytes_g)
+        .map(|p| p.1)
+        .fold(max, f64::min);
     let mut chart = ChartBuilder::on(&bottom)
         .caption(
             format!(
@@ -118,12 +126,17 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
         .axis_desc_style((FAMILY, 16))
         .draw()
         .map_err(err)?;
-    for (data, color, name) in [(bytes_d, DENSE, "dense fp32"), (bytes_g, GRADCAST, "gradcast")] {
+    for (data, color, name) in [
+        (bytes_d, DENSE, "dense fp32"),
+        (bytes_g, GRADCAST, "gradcast"),
+    ] {
         chart
             .draw_series(LineSeries::new(data, color.stroke_width(2)))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -133,8 +146,7 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
         .label_font((FAMILY, 16))
         .draw()
         .map_err(err)?;
-    root.present().map_err(|e| {
-        CliError::Plot(format!("cannot write {}: {e}", path.display()))
-    })?;
+    root.present()
+        .map_err(|e| CliError::Plot(format!("cannot write {}: {e}", path.display())))?;
     Ok(())
 }

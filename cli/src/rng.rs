@@ -28,9 +28,9 @@ impl SplitMix64 {
     }
 
     /// A uniform integer in `0..bound` (`bound > 0`; Lemire's multiply-shift, bias below
-    /// 2^-32 for the sizes used here).
+    /// `bound / 2^64`).
     pub fn below(&mut self, bound: usize) -> usize {
-        ((self.next_u64() >> 32) * bound as u64 >> 32) as usize
+        ((self.next_u64() as u128 * bound as u128) >> 64) as usize
     }
 
     /// Shuffles `items` in place (Fisher-Yates).

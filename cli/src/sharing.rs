@@ -97,7 +97,10 @@ pub trait Sharing {
         let first = self.params(0)?;
         for w in 1..self.workers() {
             let p = self.params(w)?;
-            if p.iter().zip(&first).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            if p.iter()
+                .zip(&first)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
                 return Ok(false);
             }
         }
@@ -237,7 +240,9 @@ impl<'b, B: Backend> GradcastSharing<'b, B> {
         let mut packets = Vec::with_capacity(workers);
         for _ in 0..workers {
             let mut r = alloc("allocate a replica")?;
-            backend.upload(init, &mut r).map_err(be("upload parameters"))?;
+            backend
+                .upload(init, &mut r)
+                .map_err(be("upload parameters"))?;
             replicas.push(r);
             residuals.push(alloc("allocate a residual")?);
             let enc = make_encoder::<B>(spec)?;
@@ -275,11 +280,18 @@ impl<B: Backend> Sharing for GradcastSharing<'_, B> {
         // Each worker: residual += update, then encode-then-commit its packet.
         let t = Instant::now();
         for (w, u) in updates.iter().enumerate() {
-            b.upload(u, &mut self.staging).map_err(be("upload update"))?;
+            b.upload(u, &mut self.staging)
+                .map_err(be("upload update"))?;
             b.add_assign(&mut self.residuals[w], &self.staging)
                 .map_err(be("residual += update"))?;
             self.lens[w] = self.encoders[w]
-                .encode_round(b, &mut self.residuals[w], w as u32, round, &mut self.packets[w])
+                .encode_round(
+                    b,
+                    &mut self.residuals[w],
+                    w as u32,
+                    round,
+                    &mut self.packets[w],
+                )
                 .map_err(be("encode"))?;
         }
         b.sync().map_err(be("encode"))?;
@@ -337,9 +349,14 @@ mod tests {
     fn gradcast_conserves_mass_and_keeps_replicas_identical() {
         let n = 50;
         let init = vec![0.0f32; n];
-        let mut g =
-            GradcastSharing::new(&Reference, &init, 3, Aggregate::Sum, ThresholdSpec::Fixed(0.25))
-                .unwrap();
+        let mut g = GradcastSharing::new(
+            &Reference,
+            &init,
+            3,
+            Aggregate::Sum,
+            ThresholdSpec::Fixed(0.25),
+        )
+        .unwrap();
         let mut rng = crate::rng::SplitMix64::new(1);
         let mut total = vec![0.0f64; n];
         for round in 0..20 {
@@ -358,7 +375,10 @@ mod tests {
         let p = g.params(0).unwrap();
         for i in 0..n {
             let left: f64 = g.residuals.iter().map(|r| r[i] as f64).sum();
-            assert!((-(p[i] as f64) + left - total[i]).abs() < 1e-3, "element {i}");
+            assert!(
+                (-(p[i] as f64) + left - total[i]).abs() < 1e-3,
+                "element {i}"
+            );
         }
     }
 

@@ -48,9 +48,7 @@ impl FromStr for ThresholdSpec {
                 Ok(ThresholdSpec::Target(s))
             }
             ("budget", Some(v)) => {
-                let b: usize = v
-                    .parse()
-                    .map_err(|_| bad("BYTES is not a whole number"))?;
+                let b: usize = v.parse().map_err(|_| bad("BYTES is not a whole number"))?;
                 if b < gradcast_core::wire::HEADER_LEN {
                     return Err(bad(&format!(
                         "BYTES must hold at least a message header ({} bytes)",
@@ -82,11 +80,33 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!("fixed:0.01".parse::<ThresholdSpec>().unwrap(), ThresholdSpec::Fixed(0.01));
-        assert_eq!("adaptive".parse::<ThresholdSpec>().unwrap(), ThresholdSpec::Adaptive);
-        assert_eq!("target:0.001".parse::<ThresholdSpec>().unwrap(), ThresholdSpec::Target(0.001));
-        assert_eq!("budget:200".parse::<ThresholdSpec>().unwrap(), ThresholdSpec::Budget(200));
-        for bad in ["fixed", "fixed:-1", "fixed:nan", "target:0", "target:2", "budget:10", "foo:1", "adaptive:3", ""] {
+        assert_eq!(
+            "fixed:0.01".parse::<ThresholdSpec>().unwrap(),
+            ThresholdSpec::Fixed(0.01)
+        );
+        assert_eq!(
+            "adaptive".parse::<ThresholdSpec>().unwrap(),
+            ThresholdSpec::Adaptive
+        );
+        assert_eq!(
+            "target:0.001".parse::<ThresholdSpec>().unwrap(),
+            ThresholdSpec::Target(0.001)
+        );
+        assert_eq!(
+            "budget:200".parse::<ThresholdSpec>().unwrap(),
+            ThresholdSpec::Budget(200)
+        );
+        for bad in [
+            "fixed",
+            "fixed:-1",
+            "fixed:nan",
+            "target:0",
+            "target:2",
+            "budget:10",
+            "foo:1",
+            "adaptive:3",
+            "",
+        ] {
             let e = bad.parse::<ThresholdSpec>().unwrap_err();
             assert!(matches!(e, CliError::Usage(_)), "{bad}");
         }

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use gradcast_core::codec::{self, EncodeParams, EncodingMode};
 use gradcast_core::packet::Messages;
 use gradcast_core::wire::{self, Encoding, MessageView};
-use gradcast_core::{dl4j, Error};
+use gradcast_core::{Error, dl4j};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,10 @@ pub struct InspectArgs {
 pub fn read_f32(path: &Path) -> Result<Vec<f32>, CliError> {
     let bytes = read_file(path)?;
     if bytes.is_empty() {
-        return Err(CliError::bad_file(path, "empty file: expected raw little-endian f32 values"));
+        return Err(CliError::bad_file(
+            path,
+            "empty file: expected raw little-endian f32 values",
+        ));
     }
     if bytes.len() % 4 != 0 {
         return Err(CliError::bad_file(
@@ -130,8 +133,7 @@ pub fn encode(a: &EncodeArgs) -> Result<(), CliError> {
     codec::check_tau(a.tau).map_err(|e| CliError::Usage(format!("--tau {}: {e}", a.tau)))?;
     if a.format == Format::Dl4j && a.encoding == EncodingArg::Dense {
         return Err(CliError::Usage(
-            "--encoding dense cannot be written in --format dl4j (DL4J has no dense layout)"
-                .into(),
+            "--encoding dense cannot be written in --format dl4j (DL4J has no dense layout)".into(),
         ));
     }
     let mut residual = read_f32(&a.input)?;
@@ -150,14 +152,14 @@ pub fn encode(a: &EncodeArgs) -> Result<(), CliError> {
     };
     let max = wire::dense_message_len(n).max(wire::message_len(Encoding::Sparse, n, n));
     let mut out = vec![0u8; max];
-    let s = codec::encode(&mut residual, &params, &mut out)
-        .map_err(|e| in_file(&a.input, e))?;
+    let s = codec::encode(&mut residual, &params, &mut out).map_err(|e| in_file(&a.input, e))?;
     out.truncate(s.bytes);
     let bytes = match a.format {
         Format::Native => out,
         Format::Dl4j => {
             let msg = MessageView::parse(&out).map_err(|e| CliError::core("encoded message", e))?;
-            let mut d = vec![0u8; dl4j::export_len(&msg).map_err(|e| CliError::core("DL4J export", e))?];
+            let mut d =
+                vec![0u8; dl4j::export_len(&msg).map_err(|e| CliError::core("DL4J export", e))?];
             let len = dl4j::export(&msg, &mut d).map_err(|e| CliError::core("DL4J export", e))?;
             d.truncate(len);
             d
@@ -176,7 +178,11 @@ pub fn encode(a: &EncodeArgs) -> Result<(), CliError> {
         n,
         a.tau,
         s.candidates,
-        if s.truncated { ", truncated by the cap" } else { "" },
+        if s.truncated {
+            ", truncated by the cap"
+        } else {
+            ""
+        },
         bytes.len(),
         (4 * n) as f64 / bytes.len() as f64,
         4 * n
@@ -241,9 +247,8 @@ pub fn decode(a: &DecodeArgs) -> Result<(), CliError> {
     let n = vector_len(&msgs);
     let mut v = vec![0.0f32; n];
     for (i, m) in msgs.iter().enumerate() {
-        codec::decode_add(m, &mut v).map_err(|e| {
-            CliError::bad_file(&a.input, format!("message {}: {e}", i + 1))
-        })?;
+        codec::decode_add(m, &mut v)
+            .map_err(|e| CliError::bad_file(&a.input, format!("message {}: {e}", i + 1)))?;
     }
     write_file(&a.output, &f32_bytes(&v))?;
     println!(
@@ -361,7 +366,11 @@ pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
         let raw = read_file(&a.input)?;
         let v = dl4j::Dl4jView::parse(&raw).map_err(|e| in_file(&a.input, e))?;
         Some(Dl4jReport {
-            mode: if v.mode() == dl4j::MODE_SPARSE { "sparse (FLEXIBLE)" } else { "bitmap" },
+            mode: if v.mode() == dl4j::MODE_SPARSE {
+                "sparse (FLEXIBLE)"
+            } else {
+                "bitmap"
+            },
             words: raw.len() / 4,
             half_codes: v.has_half_codes(),
         })
@@ -379,7 +388,10 @@ pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
             "dl4j": dl4j_info,
             "messages": reports,
         });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| CliError::Train(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| CliError::Train(e.to_string()))?
+        );
         return Ok(());
     }
     println!(
@@ -393,7 +405,11 @@ pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
             "DL4J buffer: mode {}, {} int32 words, -tau/2 codes: {}",
             d.mode,
             d.words,
-            if d.half_codes { "yes (imported as dense)" } else { "no" }
+            if d.half_codes {
+                "yes (imported as dense)"
+            } else {
+                "no"
+            }
         );
     }
     for (i, r) in reports.iter().enumerate() {
@@ -401,16 +417,31 @@ pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
         println!("  format version   {}", r.version);
         println!("  encoding         {}", r.encoding);
         println!("  elements (N)     {}", r.n);
-        println!("  entries (K)      {}  (density {:.4}%)", r.count, 100.0 * r.density);
+        println!(
+            "  entries (K)      {}  (density {:.4}%)",
+            r.count,
+            100.0 * r.density
+        );
         println!("  tau              {:e}", r.tau);
         println!("  sender / round   {} / {}", r.sender, r.round);
-        println!("  truncated by cap {}", if r.truncated { "yes" } else { "no" });
+        println!(
+            "  truncated by cap {}",
+            if r.truncated { "yes" } else { "no" }
+        );
         if let Some((id, off)) = r.segment {
             println!("  segment          id {id}, offset {off}");
         }
-        println!("  bytes            {} (payload {}, header {})", r.bytes, r.payload_bytes, wire::HEADER_LEN);
+        println!(
+            "  bytes            {} (payload {}, header {})",
+            r.bytes,
+            r.payload_bytes,
+            wire::HEADER_LEN
+        );
         println!("  checksum         {} (verified)", r.checksum);
-        println!("  decoded          {} positive, {} negative, sum {:.6e}, max |x| {:e}", r.positive, r.negative, r.sum, r.max_abs);
+        println!(
+            "  decoded          {} positive, {} negative, sum {:.6e}, max |x| {:e}",
+            r.positive, r.negative, r.sum, r.max_abs
+        );
         println!("  vs raw f32       {:.1}x smaller", r.compression_ratio);
     }
     Ok(())

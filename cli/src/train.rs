@@ -68,7 +68,10 @@ impl TrainConfig {
             ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr {}: must be finite and greater than 0", self.lr));
+            return bad(format!(
+                "--lr {}: must be finite and greater than 0",
+                self.lr
+            ));
         }
         if self.hidden == 0 {
             return bad("--hidden must be at least 1".into());
@@ -425,7 +428,10 @@ mod tests {
     fn shards_cover_the_batch() {
         let b: Vec<usize> = (0..10).collect();
         let s = shards(&b, 4);
-        assert_eq!(s.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![3, 3, 2, 2]);
+        assert_eq!(
+            s.iter().map(|x| x.len()).collect::<Vec<_>>(),
+            vec![3, 3, 2, 2]
+        );
         assert_eq!(s.concat(), b);
     }
 }
