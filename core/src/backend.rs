@@ -121,8 +121,11 @@ pub trait Backend {
     ///
     /// # Errors
     /// [`Error::TargetSizeMismatch`]; device errors.
-    fn decode_add(&self, msg: &MessageView<'_>, target: &mut Self::Buffer)
-    -> Result<(), Self::Error>;
+    fn decode_add(
+        &self,
+        msg: &MessageView<'_>,
+        target: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
 
     /// `dst[i] += src[i]` (residual += update).
     ///

@@ -30,7 +30,8 @@
 //! assert_eq!(residual, [0.5, -1.0, 0.1, 0.0]);
 //!
 //! let msg = MessageView::parse(&out[..summary.bytes]).unwrap();
-//! assert_eq!(msg.encoding(), Encoding::Sparse);
+//! // Two entries among four elements: the 1-byte bitmap beats 8 bytes of sparse entries.
+//! assert_eq!(msg.encoding(), Encoding::Bitmap);
 //! let mut update = [0.0f32; 4];
 //! codec::decode_add(&msg, &mut update).unwrap();
 //! assert_eq!(update, [0.0, -1.0, 0.0, 1.0]);
@@ -358,7 +359,11 @@ pub fn encode(
         Encoding::Sparse => {
             let mut slot = 0;
             for_each_selected(seg, tau, &plan, |i, x| {
-                let entry = if *x > 0.0 { i as i32 + 1 } else { -(i as i32 + 1) };
+                let entry = if *x > 0.0 {
+                    i as i32 + 1
+                } else {
+                    -(i as i32 + 1)
+                };
                 payload[4 * slot..4 * slot + 4].copy_from_slice(&entry.to_le_bytes());
                 slot += 1;
                 debit(x, tau);

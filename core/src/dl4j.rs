@@ -147,7 +147,11 @@ impl<'a> Dl4jView<'a> {
                     let bits = word(bytes, HEADER_WORDS + w) as u32;
                     let first = w * 16;
                     let valid = (n as usize).saturating_sub(first).min(16);
-                    let lane_mask: u32 = if valid == 16 { 0xFFFF } else { (1u32 << valid) - 1 };
+                    let lane_mask: u32 = if valid == 16 {
+                        0xFFFF
+                    } else {
+                        (1u32 << valid) - 1
+                    };
                     if bits & !(lane_mask | (lane_mask << 16)) != 0 {
                         return Err(Error::BitmapPaddingSet);
                     }

@@ -49,7 +49,8 @@ pub const KNOWN_FLAGS: u16 = FLAG_TRUNCATED | FLAG_SEGMENT;
 const CHECKSUM_AT: usize = 44;
 
 /// CRC-32C (Castagnoli, the iSCSI polynomial), slicing-by-16 tables.
-static CRC32C: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+static CRC32C: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// The CRC-32C of a header's first 44 bytes followed by a payload.
 pub fn checksum(header_prefix: &[u8], payload: &[u8]) -> u32 {
@@ -377,7 +378,11 @@ impl<'a> MessageView<'a> {
                     if byte_index >= full {
                         // The last, partial byte: slots at or past N must be 0.
                         let used = n as usize - full * 4;
-                        let mask: u8 = if used == 0 { 0 } else { (1u8 << (2 * used)) - 1 };
+                        let mask: u8 = if used == 0 {
+                            0
+                        } else {
+                            (1u8 << (2 * used)) - 1
+                        };
                         if byte & !mask != 0 {
                             return Err(Error::BitmapPaddingSet);
                         }

@@ -37,17 +37,19 @@ fn residual_strategy(max_len: usize) -> impl Strategy<Value = Vec<f32>> {
 /// (Sterbenz's lemma), or a grid of multiples of 2^-4 with a power-of-two threshold.
 fn exact_case(max_len: usize) -> impl Strategy<Value = (Vec<f32>, f32)> {
     prop_oneof![
-        tau_strategy().prop_filter("room for 2 tau", |t| *t <= f32::MAX / 2.0).prop_flat_map(move |tau| {
-            let elem = prop_oneof![
-                Just(tau),
-                Just(-tau),
-                Just(2.0 * tau),
-                Just(f32::from_bits(tau.to_bits().saturating_sub(1))),
-                (-2.0f32..=2.0).prop_map(move |u| u * tau),
-                prop::num::f32::SUBNORMAL | prop::num::f32::ZERO,
-            ];
-            (prop::collection::vec(elem, 1..max_len), Just(tau))
-        }),
+        tau_strategy()
+            .prop_filter("room for 2 tau", |t| *t <= f32::MAX / 2.0)
+            .prop_flat_map(move |tau| {
+                let elem = prop_oneof![
+                    Just(tau),
+                    Just(-tau),
+                    Just(2.0 * tau),
+                    Just(f32::from_bits(tau.to_bits().saturating_sub(1))),
+                    (-2.0f32..=2.0).prop_map(move |u| u * tau),
+                    prop::num::f32::SUBNORMAL | prop::num::f32::ZERO,
+                ];
+                (prop::collection::vec(elem, 1..max_len), Just(tau))
+            }),
         (
             prop::collection::vec((-40i32..=40).prop_map(|m| m as f32 / 16.0), 1..max_len),
             prop_oneof![Just(1.0f32), Just(0.5), Just(0.0625), Just(2.0)],
@@ -66,7 +68,8 @@ fn tau_strategy() -> impl Strategy<Value = f32> {
 }
 
 fn encode_vec(residual: &mut [f32], params: &EncodeParams) -> Result<Vec<u8>, Error> {
-    let mut out = vec![0u8; wire::dense_message_len(residual.len()).max(HEADER_LEN + 4 * residual.len())];
+    let mut out =
+        vec![0u8; wire::dense_message_len(residual.len()).max(HEADER_LEN + 4 * residual.len())];
     let s = codec::encode(residual, params, &mut out)?;
     out.truncate(s.bytes);
     Ok(out)
@@ -369,26 +372,154 @@ fn each_bad_input_has_its_own_error() {
     let good = hand_sparse(10, &[1, -3, 10], 0.5);
     assert!(MessageView::parse(&good).is_ok());
     let cases: Vec<(Vec<u8>, fn(&Error) -> bool)> = vec![
-        (good[..20].to_vec(), |e| matches!(e, Error::Truncated { needed: 48, got: 20 })),
-        (reseal({ let mut m = good.clone(); m[0] = b'X'; m }), |e| matches!(e, Error::BadMagic { .. })),
-        (reseal({ let mut m = good.clone(); m[4] = 2; m }), |e| matches!(e, Error::UnsupportedVersion { found: 2 })),
-        (reseal({ let mut m = good.clone(); m[5] = 9; m }), |e| matches!(e, Error::UnknownEncoding { found: 9 })),
-        (reseal({ let mut m = good.clone(); m[6] = 0x80; m }), |e| matches!(e, Error::UnknownFlags { .. })),
-        (reseal({ let mut m = good.clone(); m[34] = 1; m }), |e| matches!(e, Error::ReservedNotZero { found: 1 })),
-        (reseal({ let mut m = good.clone(); m[8..12].copy_from_slice(&0u32.to_le_bytes()); m }), |e| matches!(e, Error::EmptyVector)),
-        (reseal({ let mut m = good.clone(); m[8..12].copy_from_slice(&u32::MAX.to_le_bytes()); m }), |e| matches!(e, Error::TooManyElements { .. })),
-        (reseal({ let mut m = good.clone(); m[16..20].copy_from_slice(&f32::NAN.to_bits().to_le_bytes()); m }), |e| matches!(e, Error::BadTau { .. })),
-        (reseal({ let mut m = good.clone(); m[16..20].copy_from_slice(&(-1.0f32).to_bits().to_le_bytes()); m }), |e| matches!(e, Error::BadTau { .. })),
-        (reseal({ let mut m = good.clone(); m[16..20].copy_from_slice(&0u32.to_le_bytes()); m }), |e| matches!(e, Error::BadTau { .. })),
-        (reseal({ let mut m = good.clone(); m[36] = 1; m }), |e| matches!(e, Error::BadSegment { .. })),
-        (reseal({ let mut m = good.clone(); m[12..16].copy_from_slice(&11u32.to_le_bytes()); m }), |e| matches!(e, Error::CountOutOfRange { .. })),
-        (reseal({ let mut m = good.clone(); m[40] = 16; m }), |e| matches!(e, Error::PayloadLengthMismatch { .. })),
-        ({ let mut m = good.clone(); m.pop(); m }, |e| matches!(e, Error::LengthMismatch { .. })),
-        ({ let mut m = good.clone(); m[50] ^= 1; m }, |e| matches!(e, Error::ChecksumMismatch { .. })),
-        (hand_sparse(10, &[1, 0, 10], 0.5), |e| matches!(e, Error::EntryZero { position: 1 })),
-        (hand_sparse(10, &[1, -11], 0.5), |e| matches!(e, Error::EntryOutOfRange { position: 1, entry: -11, .. })),
-        (hand_sparse(10, &[3, -2], 0.5), |e| matches!(e, Error::EntriesNotAscending { position: 1, .. })),
-        (hand_sparse(10, &[3, -3], 0.5), |e| matches!(e, Error::EntriesNotAscending { position: 1, .. })),
+        (good[..20].to_vec(), |e| {
+            matches!(
+                e,
+                Error::Truncated {
+                    needed: 48,
+                    got: 20
+                }
+            )
+        }),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[0] = b'X';
+                m
+            }),
+            |e| matches!(e, Error::BadMagic { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[4] = 2;
+                m
+            }),
+            |e| matches!(e, Error::UnsupportedVersion { found: 2 }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[5] = 9;
+                m
+            }),
+            |e| matches!(e, Error::UnknownEncoding { found: 9 }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[6] = 0x80;
+                m
+            }),
+            |e| matches!(e, Error::UnknownFlags { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[34] = 1;
+                m
+            }),
+            |e| matches!(e, Error::ReservedNotZero { found: 1 }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[8..12].copy_from_slice(&0u32.to_le_bytes());
+                m
+            }),
+            |e| matches!(e, Error::EmptyVector),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+                m
+            }),
+            |e| matches!(e, Error::TooManyElements { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[16..20].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+                m
+            }),
+            |e| matches!(e, Error::BadTau { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[16..20].copy_from_slice(&(-1.0f32).to_bits().to_le_bytes());
+                m
+            }),
+            |e| matches!(e, Error::BadTau { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[16..20].copy_from_slice(&0u32.to_le_bytes());
+                m
+            }),
+            |e| matches!(e, Error::BadTau { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[36] = 1;
+                m
+            }),
+            |e| matches!(e, Error::BadSegment { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[12..16].copy_from_slice(&11u32.to_le_bytes());
+                m
+            }),
+            |e| matches!(e, Error::CountOutOfRange { .. }),
+        ),
+        (
+            reseal({
+                let mut m = good.clone();
+                m[40] = 16;
+                m
+            }),
+            |e| matches!(e, Error::PayloadLengthMismatch { .. }),
+        ),
+        (
+            {
+                let mut m = good.clone();
+                m.pop();
+                m
+            },
+            |e| matches!(e, Error::LengthMismatch { .. }),
+        ),
+        (
+            {
+                let mut m = good.clone();
+                m[50] ^= 1;
+                m
+            },
+            |e| matches!(e, Error::ChecksumMismatch { .. }),
+        ),
+        (hand_sparse(10, &[1, 0, 10], 0.5), |e| {
+            matches!(e, Error::EntryZero { position: 1 })
+        }),
+        (hand_sparse(10, &[1, -11], 0.5), |e| {
+            matches!(
+                e,
+                Error::EntryOutOfRange {
+                    position: 1,
+                    entry: -11,
+                    ..
+                }
+            )
+        }),
+        (hand_sparse(10, &[3, -2], 0.5), |e| {
+            matches!(e, Error::EntriesNotAscending { position: 1, .. })
+        }),
+        (hand_sparse(10, &[3, -3], 0.5), |e| {
+            matches!(e, Error::EntriesNotAscending { position: 1, .. })
+        }),
     ];
     for (i, (bytes, check)) in cases.iter().enumerate() {
         let err = MessageView::parse(bytes).expect_err(&format!("case {i} accepted"));
@@ -400,30 +531,59 @@ fn each_bad_input_has_its_own_error() {
 #[test]
 fn bitmap_reserved_code_padding_and_count_are_rejected() {
     let mut r = vec![1.0f32, -1.0, 0.0, 1.0, 1.0];
-    let msg = encode_vec(&mut r, &EncodeParams { mode: EncodingMode::Bitmap, ..EncodeParams::new(1.0) }).unwrap();
+    let msg = encode_vec(
+        &mut r,
+        &EncodeParams {
+            mode: EncodingMode::Bitmap,
+            ..EncodeParams::new(1.0)
+        },
+    )
+    .unwrap();
     assert!(MessageView::parse(&msg).is_ok());
     // Element 2 gets the reserved code 0b11.
     let mut m = msg.clone();
     m[48] |= 0b11 << 4;
-    assert!(matches!(MessageView::parse(&reseal(m)), Err(Error::ReservedBitmapCode { index: 2 })));
+    assert!(matches!(
+        MessageView::parse(&reseal(m)),
+        Err(Error::ReservedBitmapCode { index: 2 })
+    ));
     // A code past N (element 5 lives in byte 1, slot 1).
     let mut m = msg.clone();
     m[49] |= 0b01 << 2;
-    assert!(matches!(MessageView::parse(&reseal(m)), Err(Error::BitmapPaddingSet)));
+    assert!(matches!(
+        MessageView::parse(&reseal(m)),
+        Err(Error::BitmapPaddingSet)
+    ));
     // Header count disagrees with the codes.
     let mut m = msg.clone();
     m[12] = 3;
-    assert!(matches!(MessageView::parse(&reseal(m)), Err(Error::BitmapCountMismatch { declared: 3, actual: 4 })));
+    assert!(matches!(
+        MessageView::parse(&reseal(m)),
+        Err(Error::BitmapCountMismatch {
+            declared: 3,
+            actual: 4
+        })
+    ));
 }
 
 #[test]
 fn dense_values_must_be_finite() {
     let mut r = vec![1.0f32, -2.0, 3.0];
-    let msg = encode_vec(&mut r, &EncodeParams { mode: EncodingMode::Dense, ..EncodeParams::new(1.0) }).unwrap();
+    let msg = encode_vec(
+        &mut r,
+        &EncodeParams {
+            mode: EncodingMode::Dense,
+            ..EncodeParams::new(1.0)
+        },
+    )
+    .unwrap();
     assert_eq!(r, vec![0.0, 0.0, 0.0]);
     let mut m = msg.clone();
     m[52..56].copy_from_slice(&f32::INFINITY.to_le_bytes());
-    assert!(matches!(MessageView::parse(&reseal(m)), Err(Error::DenseValueNotFinite { index: 1 })));
+    assert!(matches!(
+        MessageView::parse(&reseal(m)),
+        Err(Error::DenseValueNotFinite { index: 1 })
+    ));
 }
 
 #[test]
@@ -432,13 +592,22 @@ fn encode_rejects_bad_input_and_changes_nothing() {
     let mut r = original.clone();
     let mut out = vec![0x5Au8; 128];
     let e = codec::encode(&mut r, &EncodeParams::new(0.5), &mut out).unwrap_err();
-    assert_eq!(e, Error::NonFinite { index: 1, bits: f32::NAN.to_bits() });
+    assert_eq!(
+        e,
+        Error::NonFinite {
+            index: 1,
+            bits: f32::NAN.to_bits()
+        }
+    );
     assert_eq!(e.kind(), ErrorKind::NonFinite);
     assert!(r[0] == 1.0 && r[1].is_nan() && r[2] == -3.0);
     assert!(out.iter().all(|&b| b == 0x5A));
 
     let mut r = vec![1.0f32, f32::NEG_INFINITY];
-    assert!(matches!(codec::encode(&mut r, &EncodeParams::new(0.5), &mut out), Err(Error::NonFinite { index: 1, .. })));
+    assert!(matches!(
+        codec::encode(&mut r, &EncodeParams::new(0.5), &mut out),
+        Err(Error::NonFinite { index: 1, .. })
+    ));
 
     for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY, -0.0] {
         let mut r = vec![1.0f32; 4];
@@ -447,7 +616,10 @@ fn encode_rejects_bad_input_and_changes_nothing() {
         assert_eq!(r, vec![1.0; 4]);
     }
     let mut empty: Vec<f32> = Vec::new();
-    assert_eq!(codec::encode(&mut empty, &EncodeParams::new(1.0), &mut out), Err(Error::EmptyVector));
+    assert_eq!(
+        codec::encode(&mut empty, &EncodeParams::new(1.0), &mut out),
+        Err(Error::EmptyVector)
+    );
 
     let mut r = vec![1.0f32; 100];
     let mut small = vec![0u8; 60];
@@ -456,8 +628,18 @@ fn encode_rejects_bad_input_and_changes_nothing() {
     assert_eq!(r, vec![1.0; 100]);
 
     let mut r = vec![1.0f32; 10];
-    let p = EncodeParams { segment: Some(SegmentRef { id: 0, offset: 8, len: 5 }), ..EncodeParams::new(1.0) };
-    assert!(matches!(codec::encode(&mut r, &p, &mut out), Err(Error::SegmentOutOfRange { .. })));
+    let p = EncodeParams {
+        segment: Some(SegmentRef {
+            id: 0,
+            offset: 8,
+            len: 5,
+        }),
+        ..EncodeParams::new(1.0)
+    };
+    assert!(matches!(
+        codec::encode(&mut r, &p, &mut out),
+        Err(Error::SegmentOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -492,7 +674,14 @@ fn message_for_another_model_size_is_rejected() {
     let v = MessageView::parse(&msg).unwrap();
     let mut d = vec![0.0f32; 17];
     let e = codec::decode_add(&v, &mut d).unwrap_err();
-    assert!(matches!(e, Error::TargetSizeMismatch { message_n: 16, target_len: 17, .. }));
+    assert!(matches!(
+        e,
+        Error::TargetSizeMismatch {
+            message_n: 16,
+            target_len: 17,
+            ..
+        }
+    ));
     assert_eq!(e.kind(), ErrorKind::SizeMismatch);
     assert!(d.iter().all(|&x| x == 0.0));
 }
@@ -515,33 +704,76 @@ fn dl4j_bitmap_half_code_imports_as_exact_dense() {
     codec::decode_add(&m, &mut d).unwrap();
     assert_eq!(d, vec![1.0, -0.5, -1.0]);
     // Dense messages have no DL4J form.
-    assert!(matches!(dl4j::export_len(&m), Err(Error::Dl4jUnsupportedEncoding { .. })));
+    assert!(matches!(
+        dl4j::export_len(&m),
+        Err(Error::Dl4jUnsupportedEncoding { .. })
+    ));
 }
 
 #[test]
 fn dl4j_bad_buffers_are_rejected() {
     let enc = |w: &[i32]| -> Vec<u8> { w.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let t = 1.0f32.to_bits() as i32;
-    assert!(matches!(dl4j::Dl4jView::parse(&enc(&[1, 4, t, 7, 1])), Err(Error::Dl4jUnknownMode { found: 7 })));
-    assert!(matches!(dl4j::Dl4jView::parse(&enc(&[2, 4, t, 0, 1])), Err(Error::Dl4jMalformed { .. })));
-    assert!(matches!(dl4j::Dl4jView::parse(&enc(&[1, 4, t, 0, 0])), Err(Error::EntryZero { .. })));
-    assert!(matches!(dl4j::Dl4jView::parse(&enc(&[1, 4, t, 0, 5])), Err(Error::EntryOutOfRange { .. })));
-    assert!(matches!(dl4j::Dl4jView::parse(&enc(&[1, 4, -1, 0, 1])), Err(Error::BadTau { .. })));
-    assert!(matches!(dl4j::Dl4jView::parse(&[1, 2, 3]), Err(Error::Dl4jMalformed { .. })));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&enc(&[1, 4, t, 7, 1])),
+        Err(Error::Dl4jUnknownMode { found: 7 })
+    ));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&enc(&[2, 4, t, 0, 1])),
+        Err(Error::Dl4jMalformed { .. })
+    ));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&enc(&[1, 4, t, 0, 0])),
+        Err(Error::EntryZero { .. })
+    ));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&enc(&[1, 4, t, 0, 5])),
+        Err(Error::EntryOutOfRange { .. })
+    ));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&enc(&[1, 4, -1, 0, 1])),
+        Err(Error::BadTau { .. })
+    ));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&[1, 2, 3]),
+        Err(Error::Dl4jMalformed { .. })
+    ));
     let mut out = vec![0u8; 256];
-    assert!(matches!(dl4j::import(&enc(&[2, 4, t, 0, 2, -2]), 0, 0, &mut out), Err(Error::EntriesNotAscending { .. })));
+    assert!(matches!(
+        dl4j::import(&enc(&[2, 4, t, 0, 2, -2]), 0, 0, &mut out),
+        Err(Error::EntriesNotAscending { .. })
+    ));
     // Bitmap: wrong length, and a bit past N.
-    assert!(matches!(dl4j::Dl4jView::parse(&enc(&[4, 4, t, 1])), Err(Error::Dl4jMalformed { .. })));
-    assert!(matches!(dl4j::Dl4jView::parse(&enc(&[4, 4, t, 1, 1 << 5])), Err(Error::BitmapPaddingSet)));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&enc(&[4, 4, t, 1])),
+        Err(Error::Dl4jMalformed { .. })
+    ));
+    assert!(matches!(
+        dl4j::Dl4jView::parse(&enc(&[4, 4, t, 1, 1 << 5])),
+        Err(Error::BitmapPaddingSet)
+    ));
 }
 
 #[test]
 fn vector_stats_l2_is_accurate() {
     use gradcast_core::backend::slices;
-    for v in [vec![3.0f32, 4.0], vec![1e-20f32; 7], vec![1e19f32, -1e19], vec![0.0f32; 3]] {
+    for v in [
+        vec![3.0f32, 4.0],
+        vec![1e-20f32; 7],
+        vec![1e19f32, -1e19],
+        vec![0.0f32; 3],
+    ] {
         let s = slices::stats(&v);
-        let want = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
-        assert!((s.l2() - want).abs() <= want * 1e-12, "{v:?}: {} vs {want}", s.l2());
+        let want = v
+            .iter()
+            .map(|x| (*x as f64) * (*x as f64))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            (s.l2() - want).abs() <= want * 1e-12,
+            "{v:?}: {} vs {want}",
+            s.l2()
+        );
     }
 }
 
@@ -558,12 +790,18 @@ fn format_md_matches_vectors() {
         let rest = &doc[at..];
         let start = rest.find("```\n").expect("a code block") + 4;
         let end = start + rest[start..].find("```").expect("closed block");
-        let hex: String = rest[start..end].chars().filter(|c| c.is_ascii_hexdigit()).collect();
+        let hex: String = rest[start..end]
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .collect();
         let bytes: Vec<u8> = (0..hex.len() / 2)
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
             .collect();
         assert_eq!(bytes, v.message, "FORMAT.md block for {}", v.name);
         checked += 1;
     }
-    assert!(checked >= 4, "only {checked} vectors documented in FORMAT.md");
+    assert!(
+        checked >= 4,
+        "only {checked} vectors documented in FORMAT.md"
+    );
 }

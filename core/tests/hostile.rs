@@ -94,7 +94,9 @@ fn a_header_claiming_a_huge_n_allocates_nothing() {
 
 #[test]
 fn validation_of_any_message_allocates_nothing() {
-    let mut r: Vec<f32> = (0..4096).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let mut r: Vec<f32> = (0..4096)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
     let mut out = vec![0u8; wire::max_message_len(r.len())];
     let s = codec::encode(&mut r, &EncodeParams::new(0.5), &mut out).unwrap();
     let msg = &out[..s.bytes];
@@ -117,7 +119,9 @@ fn validation_of_any_message_allocates_nothing() {
 
 #[test]
 fn truncated_messages_and_packets_are_typed_errors() {
-    let mut r = vec![1.0f32, -1.0, 0.25, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    let mut r = vec![
+        1.0f32, -1.0, 0.25, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ];
     let mut out = vec![0u8; 256];
     let s = codec::encode(&mut r, &EncodeParams::new(1.0), &mut out).unwrap();
     let msg = &out[..s.bytes];
