@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
-# The test command of the README: every test of the workspace, every backend that can be built
-# here, and the loom models of the core's concurrent code.
+# The test command of the README: every test of the workspace with every backend that can be
+# built on this machine, then the loom models of the core's concurrent code.
 #
-# Prerequisites (what .ci/run installs on a fresh machine): for the OpenCL backend, the OpenCL
-# ICD loader and PoCL (`apt-get install ocl-icd-opencl-dev pocl-opencl-icd`); for the CUDA
-# kernel compile checks, NVRTC and ptxas from PyPI (LD_LIBRARY_PATH and PTXAS, see .ci/run).
-# Whatever is missing is skipped with a printed SKIP line, and the rest still runs.
+# Prerequisites (what .ci/run installs on a fresh machine):
+# - OpenCL backend: the ICD loader and PoCL: `apt-get install ocl-icd-opencl-dev pocl-opencl-icd`
+# - MPI transport: Open MPI and libclang: `apt-get install libopenmpi-dev openmpi-bin libclang-dev`
+# - CUDA kernel compile checks: NVRTC and ptxas from PyPI, found through LD_LIBRARY_PATH and
+#   PTXAS (see .ci/run). There is no GPU in CI: device tests print SKIP lines.
+# Whatever is missing is skipped with a printed SKIP line, and everything else still runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-features="cuda"
-if ldconfig -p 2>/dev/null | grep -q 'libOpenCL\.so\b'; then
-  features="$features,opencl"
+exclude=()
+conformance_features="gradcast-conformance/cuda"
+cli_features="gradcast-cli/cuda"
+if ldconfig -p 2>/dev/null | grep -q 'libOpenCL\.so '; then
+  conformance_features+=",gradcast-conformance/opencl"
+  cli_features+=",gradcast-cli/opencl"
 else
-  echo "SKIP: OpenCL backend (no libOpenCL.so; apt-get install ocl-icd-opencl-dev pocl-opencl-icd)"
+  echo "SKIP: OpenCL backend (no libOpenCL.so: apt-get install ocl-icd-opencl-dev pocl-opencl-icd)"
+  exclude+=(--exclude gradcast-opencl)
+fi
+if command -v mpicc >/dev/null 2>&1; then
+  cli_features+=",gradcast-cli/mpi"
+else
+  echo "SKIP: MPI transport (no mpicc: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
+  exclude+=(--exclude gradcast-mpi)
 fi
 
-echo "== cargo test --workspace --features $features"
-cargo test --workspace --features "$features"
+echo "== cargo test --workspace ${exclude[*]} --features $conformance_features,$cli_features"
+cargo test --workspace "${exclude[@]}" --features "$conformance_features,$cli_features"
 
 echo "== loom models of the queue and the barrier"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
