@@ -646,8 +646,11 @@ impl OpenCl {
         }
     }
 
-    /// Candidates at relative index `>= start` of the segment: whole groups from the counts,
-    /// the partial group by reading its elements.
+    /// Candidates at relative index `>= start` of the segment: whole groups from the group
+    /// counts; in the contiguous layout whole work-items of the partial group from the count
+    /// pass's per-item counts (`items`); the rest by reading its elements (at most one
+    /// work-item's span, or one group's chunk in the interleaved layout).
+    #[allow(clippy::too_many_arguments)]
     fn tail_candidates(
         &self,
         x: &Buffer<f32>,
@@ -655,15 +658,33 @@ impl OpenCl {
         n: usize,
         tau: f32,
         counts: &[u32],
+        items: Option<&Buffer<u32>>,
         start: usize,
     ) -> Result<usize, OpenClError> {
-        let chunk = self.limits.work_group * self.span(n);
+        let wg = self.limits.work_group;
+        let span = self.span(n);
+        let chunk = wg * span;
         let g0 = start / chunk;
-        let whole: usize = counts.iter().skip(g0 + 1).map(|&c| c as usize).sum();
-        let end = ((g0 + 1) * chunk).min(n);
+        let mut total: usize = counts.iter().skip(g0 + 1).map(|&c| c as usize).sum();
+        let mut end = ((g0 + 1) * chunk).min(n);
+        if let (true, Some(items)) = (self.limits.contiguous, items) {
+            // Work-item `item0` of group g0 holds `start`; those after it are whole.
+            let item0 = (start - g0 * chunk) / span;
+            let mut later = vec![0u32; wg - item0 - 1];
+            if !later.is_empty() {
+                items
+                    .cmd()
+                    .read(&mut later)
+                    .offset(g0 * wg + item0 + 1)
+                    .enq()
+                    .map_err(OpenClError::ocl("reading item counts"))?;
+            }
+            total += later.iter().map(|&c| c as usize).sum::<usize>();
+            end = (g0 * chunk + (item0 + 1) * span).min(n);
+        }
         let mut part = vec![0f32; end.saturating_sub(start)];
         self.read_f32(x, base + start, &mut part)?;
-        Ok(whole + part.iter().filter(|&&v| passes(v, tau)).count())
+        Ok(total + part.iter().filter(|&&v| passes(v, tau)).count())
     }
 
     fn check_len(len: usize) -> Result<(), OpenClError> {
@@ -796,7 +817,15 @@ impl Backend for OpenCl {
             let start = cap_start(params.round, n);
             (
                 start,
-                self.tail_candidates(x, base, n, tau, &counts, start)?,
+                self.tail_candidates(
+                    x,
+                    base,
+                    n,
+                    tau,
+                    &counts,
+                    scratch.item_counts.as_ref(),
+                    start,
+                )?,
             )
         } else {
             (0, candidates)
