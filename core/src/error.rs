@@ -256,8 +256,174 @@ pub enum Error {
         encoding: u8,
     },
     // ----- encoder (threshold policies, checkpoints): add variants below -----
+    /// A configuration value is outside its domain: the field, the value and the rule it
+    /// breaks (a policy's parameters, clipping, warm-up).
+    InvalidConfig {
+        /// The configuration field, e.g. `"adaptive.decay"`.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// The rule it must satisfy, e.g. `"0.5 <= d < 1"`.
+        rule: &'static str,
+    },
+    /// A byte budget smaller than a message header: no message fits in it.
+    BudgetBelowHeader {
+        /// The budget in bytes.
+        budget: usize,
+        /// The header length in bytes.
+        header: usize,
+    },
+    /// A segment layout the encoder cannot use (no segments, too many, an empty segment, a
+    /// duplicate id).
+    BadSegmentLayout {
+        /// The offending segment's position in the layout.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A warm-up message (dense or bitmap) would exceed the segment's byte budget.
+    WarmupOverBudget {
+        /// The segment id.
+        segment: u16,
+        /// The warm-up message's length in bytes.
+        needed: usize,
+        /// The budget in bytes.
+        budget: usize,
+    },
+    /// A policy state of another kind of policy (reducing or seeding Adaptive state into a
+    /// ByteBudget policy, or restoring a checkpoint written with another policy).
+    PolicyMismatch {
+        /// The kind code of the policy that receives the state.
+        expected: u8,
+        /// The kind code the state belongs to.
+        found: u8,
+    },
+    /// The first four bytes are not the encoder checkpoint magic.
+    CheckpointBadMagic {
+        /// The four bytes found.
+        found: [u8; 4],
+    },
+    /// A checkpoint format version this build does not read.
+    CheckpointVersion {
+        /// The version found.
+        found: u16,
+    },
+    /// The buffer is longer than the checkpoint its header announces.
+    CheckpointLengthMismatch {
+        /// The length the header announces.
+        declared: u64,
+        /// The buffer's length.
+        actual: usize,
+    },
+    /// A checkpoint's contents break a rule of the format; the text says which.
+    CheckpointMalformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A valid checkpoint written by an encoder of another shape (another N, another segment
+    /// layout) than the one restoring it.
+    CheckpointMismatch {
+        /// What differs (`"N"`, `"segmented flag"`, `"segment count"`, `"segment length"`, ...).
+        what: &'static str,
+        /// The restoring encoder's value.
+        expected: u64,
+        /// The checkpoint's value.
+        found: u64,
+    },
 
     // ----- queues, barrier, round protocol: add variants below -----
+    /// A round or barrier was poisoned: a party failed, panicked or abandoned the round, and
+    /// every other party returns this error, which names it.
+    Poisoned {
+        /// The local party that failed (`None`: no single party, e.g. a broken protocol rule).
+        party: Option<u32>,
+        /// The round in which it failed.
+        round: u64,
+        /// How it failed.
+        cause: crate::barrier::PoisonCause,
+    },
+    /// A queue's capacity is below what one round needs (DL4J can deadlock there, W9).
+    QueueTooSmall {
+        /// The capacity asked for.
+        capacity: usize,
+        /// The capacity one round needs.
+        needed: usize,
+    },
+    /// A participant count of 0, or above the most the barrier or accumulator supports.
+    PartiesOutOfRange {
+        /// The count given.
+        parties: usize,
+        /// The largest count allowed.
+        max: usize,
+    },
+    /// More participants arrived in one barrier generation than it was told to expect.
+    BarrierOverrun {
+        /// Arrivals counted.
+        arrived: usize,
+        /// Participants expected.
+        parties: usize,
+    },
+    /// A round-protocol configuration the accumulator cannot use; the text says why.
+    RoundConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A party used the round protocol out of order (applying without joining, joining twice,
+    /// a member count that differs from the round's, more members than announced).
+    RoundMisuse {
+        /// The local party.
+        party: u32,
+        /// The round concerned.
+        round: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A party's ticket names a round that is already over.
+    TicketOutOfOrder {
+        /// The local party.
+        party: u32,
+        /// The round on the ticket.
+        ticket: u64,
+        /// The current round.
+        current: u64,
+    },
+    /// Two packets of one round claim the same sender.
+    DuplicateSender {
+        /// The round.
+        round: u64,
+        /// The global sender id claimed twice.
+        sender: u32,
+    },
+    /// A remote packet claims a sender id the transport does not know.
+    UnknownSender {
+        /// The round.
+        round: u64,
+        /// The unknown global sender id.
+        sender: u32,
+    },
+    /// A message that belongs to another round.
+    WrongRound {
+        /// The message's sender.
+        sender: u32,
+        /// The round being exchanged.
+        expected: u64,
+        /// The round in the message's header.
+        found: u64,
+    },
+    /// A message whose header names another sender than the packet it arrived in.
+    SenderMismatch {
+        /// The round.
+        round: u64,
+        /// The sender the transport delivered the packet for.
+        declared: u32,
+        /// The sender in the message's header.
+        found: u32,
+    },
+    /// A transport delivered more remote packets than the round's storage was sized for.
+    TooManyRemotePackets {
+        /// The most remote packets a round can hold.
+        max: usize,
+    },
 }
 
 impl Classify for Error {
@@ -291,6 +457,28 @@ impl Classify for Error {
             TargetSizeMismatch { .. } | SegmentOutOfRange { .. } => ErrorKind::SizeMismatch,
             NonFinite { .. } => ErrorKind::NonFinite,
             Dl4jUnsupportedEncoding { .. } => ErrorKind::Unsupported,
+            InvalidConfig { .. }
+            | BudgetBelowHeader { .. }
+            | BadSegmentLayout { .. }
+            | WarmupOverBudget { .. }
+            | PolicyMismatch { .. } => ErrorKind::InvalidArgument,
+            CheckpointBadMagic { .. }
+            | CheckpointVersion { .. }
+            | CheckpointLengthMismatch { .. }
+            | CheckpointMalformed { .. } => ErrorKind::Malformed,
+            CheckpointMismatch { .. } => ErrorKind::SizeMismatch,
+            Poisoned { .. } => ErrorKind::Poisoned,
+            QueueTooSmall { .. } | PartiesOutOfRange { .. } | RoundConfig { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            BarrierOverrun { .. }
+            | RoundMisuse { .. }
+            | TicketOutOfOrder { .. }
+            | DuplicateSender { .. }
+            | UnknownSender { .. }
+            | WrongRound { .. }
+            | SenderMismatch { .. }
+            | TooManyRemotePackets { .. } => ErrorKind::Protocol,
         }
     }
 }
@@ -403,6 +591,116 @@ impl fmt::Display for Error {
             Dl4jUnsupportedEncoding { encoding } => write!(
                 f,
                 "native encoding {encoding} has no DL4J equivalent (DL4J knows sparse and bitmap)"
+            ),
+            InvalidConfig { field, value, rule } => {
+                write!(
+                    f,
+                    "invalid configuration: {field} = {value}, must satisfy {rule}"
+                )
+            }
+            BudgetBelowHeader { budget, header } => write!(
+                f,
+                "byte budget of {budget} bytes is smaller than the {header}-byte message header"
+            ),
+            BadSegmentLayout { index, reason } => {
+                write!(f, "bad segment layout at segment #{index}: {reason}")
+            }
+            WarmupOverBudget {
+                segment,
+                needed,
+                budget,
+            } => write!(
+                f,
+                "segment {segment}: a warm-up message takes {needed} bytes, over its budget of {budget} bytes"
+            ),
+            PolicyMismatch { expected, found } => write!(
+                f,
+                "policy state of kind {found} given to a policy of kind {expected}"
+            ),
+            CheckpointBadMagic { found } => write!(
+                f,
+                "bad magic {found:02x?}: not a gradcast encoder checkpoint (expected {:02x?})",
+                crate::encoder::checkpoint::MAGIC
+            ),
+            CheckpointVersion { found } => write!(
+                f,
+                "unsupported checkpoint version {found} (this build reads version {})",
+                crate::encoder::checkpoint::VERSION
+            ),
+            CheckpointLengthMismatch { declared, actual } => write!(
+                f,
+                "checkpoint header announces {declared} bytes, the buffer holds {actual} bytes"
+            ),
+            CheckpointMalformed { reason } => write!(f, "malformed checkpoint: {reason}"),
+            CheckpointMismatch {
+                what,
+                expected,
+                found,
+            } => write!(
+                f,
+                "checkpoint does not fit this encoder: {what} is {found} in the checkpoint, {expected} here"
+            ),
+            Poisoned {
+                party: Some(party),
+                round,
+                cause,
+            } => write!(f, "round {round} was poisoned: party {party} {cause}"),
+            Poisoned {
+                party: None,
+                round,
+                cause,
+            } => write!(f, "round {round} was poisoned: a protocol step {cause}"),
+            QueueTooSmall { capacity, needed } => write!(
+                f,
+                "queue capacity {capacity} is below the {needed} slots one round needs (it would deadlock)"
+            ),
+            PartiesOutOfRange { parties, max } => {
+                write!(f, "participant count {parties} is outside 1..={max}")
+            }
+            BarrierOverrun { arrived, parties } => write!(
+                f,
+                "{arrived} participants arrived at a barrier generation that expects {parties}"
+            ),
+            RoundConfig { reason } => write!(f, "invalid round configuration: {reason}"),
+            RoundMisuse {
+                party,
+                round,
+                reason,
+            } => write!(f, "party {party}, round {round}: {reason}"),
+            TicketOutOfOrder {
+                party,
+                ticket,
+                current,
+            } => write!(
+                f,
+                "party {party} holds a ticket for round {ticket}, which is over (the current round is {current})"
+            ),
+            DuplicateSender { round, sender } => {
+                write!(f, "round {round}: two packets claim sender {sender}")
+            }
+            UnknownSender { round, sender } => write!(
+                f,
+                "round {round}: a remote packet claims unknown sender {sender}"
+            ),
+            WrongRound {
+                sender,
+                expected,
+                found,
+            } => write!(
+                f,
+                "sender {sender} sent a message of round {found} during round {expected}"
+            ),
+            SenderMismatch {
+                round,
+                declared,
+                found,
+            } => write!(
+                f,
+                "round {round}: a packet delivered for sender {declared} holds a message from sender {found}"
+            ),
+            TooManyRemotePackets { max } => write!(
+                f,
+                "the transport delivered more than the {max} remote packets a round can hold"
             ),
         }
     }

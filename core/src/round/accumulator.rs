@@ -1,0 +1,1068 @@
+//! The [`Accumulator`] and its per-thread [`Party`] handles.
+//!
+//! # Who touches what, and why it is sound
+//!
+//! Shared state lives in [`Shared`]; its non-atomic parts sit in `UnsafeCell`s whose
+//! access is ordered by the round's gate and two barriers:
+//!
+//! | data | written by | read by | ordered by |
+//! |---|---|---|---|
+//! | slot i | party i, between joining round r and arriving at barrier A(r) | the leader of A(r), every member between A(r) and B(r) | arrival at A (release) / release from A (acquire); the next write follows B(r) via the gate |
+//! | round data, transport | the leader of A(r), inside the lead action | every member between A(r) and B(r) | the lead runs while all members wait; release from A publishes it; the next lead follows everyone's arrival at B(r) |
+//!
+//! The gate: a party joins round r only once `epoch` says round r is current; the leader of
+//! B(r-1) advances `epoch` (release) after that barrier completed, so everything done in
+//! round r-1 happens before anything done in round r. With one member, the single party
+//! does everything in program order, and the gate orders it against the next round.
+
+use super::transport::{LocalPackets, RemoteEntry, RemotePackets, Transport};
+use super::{
+    Published, ResetOptions, ResetReport, RoundConfig, RoundError, RoundSummary, Step, Ticket,
+};
+use crate::backend::Backend;
+use crate::barrier::{Barrier, MAX_PARTIES, Poison, PoisonCause, Relax, SpinThenYield};
+use crate::error::{Classify, Error};
+use crate::packet::{Messages, PartyEncoder};
+use crate::primitive::{AtomicUsize, CachePadded, Ordering, UnsafeCell, panicking};
+use crate::queue::HeapQueue;
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// One party's packet slot: sized once, written by its party, read by every party.
+pub(crate) struct PacketSlot {
+    data: UnsafeCell<SlotData>,
+}
+
+struct SlotData {
+    /// `max_packet_len(N)` bytes.
+    buf: Box<[u8]>,
+    /// The current packet's length; 0 when the party has not contributed.
+    len: usize,
+}
+
+impl PacketSlot {
+    /// The published packet.
+    ///
+    /// # Safety
+    /// No thread may be writing the slot (see the module docs' table).
+    pub(crate) unsafe fn bytes(&self) -> &[u8] {
+        self.data.with(|p| {
+            // SAFETY: the caller guarantees there is no concurrent writer.
+            let d = unsafe { &*p };
+            &d.buf[..d.len]
+        })
+    }
+
+    /// The slot, to write the party's packet.
+    ///
+    /// # Safety
+    /// Only the slot's party, between joining a round and arriving at its first barrier.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn data_mut(&self) -> &mut SlotData {
+        // SAFETY: the caller guarantees exclusive access.
+        self.data.with_mut(|p| unsafe { &mut *p })
+    }
+}
+
+/// Where a packet of the round lies.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// Local party index (its slot).
+    Local(u32),
+    /// Index into the sorted remote entries.
+    Remote(u32),
+}
+
+/// What the leader of barrier A decides for the whole round; read-only until barrier B.
+struct RoundData {
+    round: u64,
+    /// Local contributors, ascending party index (= ascending sender id). Capacity P.
+    local: Vec<u32>,
+    local_bytes: usize,
+    remote_arena: Box<[u8]>,
+    remote_entries: Box<[RemoteEntry]>,
+    remote_count: usize,
+    remote_bytes: usize,
+    /// Every packet of the round in canonical (global sender) order. Capacity P + R.
+    order: Vec<Source>,
+    transport_ns: u64,
+    scale: f32,
+}
+
+struct Shared<T, R: Relax> {
+    barrier: Barrier<R>,
+    /// Rounds completed since `Accumulator::base_round` (wrapping): round `base + epoch` is
+    /// the current one.
+    epoch: CachePadded<AtomicUsize>,
+    /// Members that joined the current round.
+    joined: AtomicUsize,
+    /// The current round's member count (0 until its first member joins).
+    members: AtomicUsize,
+    /// Local party indices of this round's contributors, in publication order.
+    board: HeapQueue<u32>,
+    slots: Box<[PacketSlot]>,
+    transport: UnsafeCell<T>,
+    data: UnsafeCell<RoundData>,
+}
+
+// SAFETY: the cells are accessed as the module docs' table says: each slot by its party
+// before barrier A and by everyone (reading) between A and B; the round data and the
+// transport by the leader of A alone, then (the round data) read-only by everyone until B.
+// The transport is only ever used by one thread at a time, so it needs `Send`, not `Sync`.
+unsafe impl<T: Send, R: Relax> Sync for Shared<T, R> {}
+
+impl<T, R: Relax> Shared<T, R> {
+    /// # Safety
+    /// Between barriers A and B of the current round (or with one member, after its lead).
+    unsafe fn data(&self) -> &RoundData {
+        // SAFETY: the caller guarantees no writer.
+        self.data.with(|p| unsafe { &*p })
+    }
+
+    /// # Safety
+    /// Only in the lead action of barrier A (or with one member), or under `&mut`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn data_mut(&self) -> &mut RoundData {
+        // SAFETY: the caller guarantees exclusive access.
+        self.data.with_mut(|p| unsafe { &mut *p })
+    }
+
+    /// # Safety
+    /// As [`Shared::data_mut`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn transport_mut(&self) -> &mut T {
+        // SAFETY: the caller guarantees exclusive access.
+        self.transport.with_mut(|p| unsafe { &mut *p })
+    }
+}
+
+impl<T: Transport, R: Relax> Shared<T, R> {
+    /// The lead action of barrier A: collect, exchange, validate, order.
+    ///
+    /// # Safety
+    /// Only while every member of the round waits at barrier A (or with one member).
+    unsafe fn lead<BE>(
+        &self,
+        round: u64,
+        config: &RoundConfig,
+    ) -> Result<(), RoundError<BE, T::Error>> {
+        // SAFETY: the caller guarantees exclusive access to the round data and transport.
+        let (data, transport) = unsafe { (self.data_mut(), self.transport_mut()) };
+        data.round = round;
+        data.local.clear();
+        data.local_bytes = 0;
+        while let Some(i) = self.board.try_pop() {
+            if data.local.len() == config.parties {
+                return Err(Error::RoundMisuse {
+                    party: i,
+                    round,
+                    reason: "more contributions than parties",
+                }
+                .into());
+            }
+            data.local.push(i);
+        }
+        data.local.sort_unstable();
+        for &i in &data.local {
+            // SAFETY: contributors published before arriving at the barrier; nobody writes.
+            data.local_bytes += unsafe { self.slots[i as usize].bytes() }.len();
+        }
+
+        let t0 = now(config);
+        let mut remote = RemotePackets::new(&mut data.remote_arena, &mut data.remote_entries);
+        let local = LocalPackets::from_slots(&self.slots, &data.local, config.first_sender);
+        transport
+            .exchange(round, &local, &mut remote)
+            .map_err(RoundError::Transport)?;
+        let (count, bytes) = remote.counts();
+        data.transport_ns = now(config).saturating_sub(t0);
+        data.remote_count = count;
+        data.remote_bytes = bytes;
+
+        // Validate every remote packet before anyone decodes anything.
+        let local_ids =
+            config.first_sender as u64..config.first_sender as u64 + config.parties as u64;
+        let entries = &mut data.remote_entries[..count];
+        for e in entries.iter() {
+            if local_ids.contains(&(e.sender as u64)) {
+                return Err(Error::DuplicateSender {
+                    round,
+                    sender: e.sender,
+                }
+                .into());
+            }
+            if !transport.is_remote_sender(e.sender) {
+                return Err(Error::UnknownSender {
+                    round,
+                    sender: e.sender,
+                }
+                .into());
+            }
+            for m in Messages::new(&data.remote_arena[e.start..e.start + e.len]) {
+                let view = m?;
+                let h = *view.header();
+                if h.sender != e.sender {
+                    return Err(Error::SenderMismatch {
+                        round,
+                        declared: e.sender,
+                        found: h.sender,
+                    }
+                    .into());
+                }
+                if h.round != round {
+                    return Err(Error::WrongRound {
+                        sender: e.sender,
+                        expected: round,
+                        found: h.round,
+                    }
+                    .into());
+                }
+                view.target_range(config.n)?;
+            }
+        }
+        entries.sort_unstable_by_key(|e| e.sender);
+        for w in entries.windows(2) {
+            if w[0].sender == w[1].sender {
+                return Err(Error::DuplicateSender {
+                    round,
+                    sender: w[0].sender,
+                }
+                .into());
+            }
+        }
+
+        // The canonical order: local and remote merged by global sender id.
+        data.order.clear();
+        let (mut li, mut ri) = (0, 0);
+        while li < data.local.len() || ri < count {
+            let local_sender = data
+                .local
+                .get(li)
+                .map(|&i| config.first_sender as u64 + i as u64);
+            let remote_sender = entries.get(ri).map(|e| e.sender as u64);
+            let take_local = match (local_sender, remote_sender) {
+                (Some(l), Some(r)) => l < r,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if take_local {
+                data.order.push(Source::Local(data.local[li]));
+                li += 1;
+            } else {
+                data.order.push(Source::Remote(ri as u32));
+                ri += 1;
+            }
+        }
+        data.scale = match config.step {
+            Step::Sum => 1.0,
+            Step::Mean if data.order.len() > 1 => 1.0 / data.order.len() as f32,
+            Step::Mean => 1.0,
+        };
+        Ok(())
+    }
+
+    /// Ends the current round: resets the member counts (inside the closing barrier's lead
+    /// action, or by the single member).
+    fn close_counts(&self) {
+        self.members.store(0, Ordering::Relaxed);
+        self.joined.store(0, Ordering::Relaxed);
+    }
+
+    /// Opens the next round (after the closing barrier completed) and wakes the parties
+    /// waiting for it at the gate.
+    fn open_next(&self, parties: usize) {
+        // Release: everything of this round happens before the next round's joins.
+        self.epoch.fetch_add(1, Ordering::Release);
+        if parties > 1 {
+            self.barrier.notify_all();
+        }
+    }
+}
+
+/// One party's state, owned by the accumulator and lent to one thread through [`Party`].
+struct PartyState<B: Backend, E> {
+    index: u32,
+    residual: B::Buffer,
+    update: B::Buffer,
+    encoder: E,
+    phase: Phase,
+    /// The round whose packet this party published and has not seen applied yet.
+    published: Option<u64>,
+    /// The last round this party stepped its parameters for.
+    stepped: Option<u64>,
+    encode_ns: u64,
+    own_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Joined {
+        round: u64,
+        members: usize,
+        contributed: bool,
+    },
+}
+
+fn now(config: &RoundConfig) -> u64 {
+    config.clock.map_or(0, |c| c())
+}
+
+/// The round protocol's shared state and every party's residual, encoder and buffers. See
+/// the [module docs](super).
+///
+/// Type parameters: the backend `B`, each party's encoder `E`, the transport `T`, and the
+/// barrier's relax strategy `R` ([`SpinThenYield`] by default; [`crate::barrier::Park`]
+/// when threads outnumber cores).
+pub struct Accumulator<B: Backend, E, T = super::Local, R: Relax = SpinThenYield> {
+    backend: B,
+    config: RoundConfig,
+    /// The number of the round at `epoch == 0`.
+    base_round: u64,
+    shared: Shared<T, R>,
+    parties: Vec<PartyState<B, E>>,
+}
+
+impl<B, E, T, R> Accumulator<B, E, T, R>
+where
+    B: Backend,
+    E: PartyEncoder<B>,
+    T: Transport,
+    R: Relax,
+{
+    /// Sizes everything once: P residuals and update buffers of N elements, P slots of the
+    /// encoders' largest packet, a publication queue, and storage for the transport's
+    /// largest round of remote packets.
+    ///
+    /// # Errors
+    /// [`Error::PartiesOutOfRange`], [`Error::QueueTooSmall`] (a capacity below P would
+    /// deadlock a full round), [`Error::RoundConfig`] (N = 0, one encoder per party, sender
+    /// ids beyond `u32`, a local sender the transport calls remote, sizes that overflow);
+    /// backend allocation errors.
+    pub fn new(
+        backend: B,
+        config: RoundConfig,
+        encoders: impl IntoIterator<Item = E>,
+        transport: T,
+    ) -> Result<Self, RoundError<B::Error, T::Error>> {
+        let p = config.parties;
+        let max = MAX_PARTIES.min(u32::MAX as usize);
+        if p == 0 || p > max {
+            return Err(Error::PartiesOutOfRange { parties: p, max }.into());
+        }
+        if config.n == 0 {
+            return Err(Error::RoundConfig {
+                reason: "N must be at least 1",
+            }
+            .into());
+        }
+        if config.first_sender as u64 + p as u64 > u32::MAX as u64 + 1 {
+            return Err(Error::RoundConfig {
+                reason: "first_sender + P exceeds the 32-bit sender ids",
+            }
+            .into());
+        }
+        let capacity = config.queue_capacity.unwrap_or(p);
+        if capacity < p {
+            return Err(Error::QueueTooSmall {
+                capacity,
+                needed: p,
+            }
+            .into());
+        }
+        let encoders: Vec<E> = encoders.into_iter().collect();
+        if encoders.len() != p {
+            return Err(Error::RoundConfig {
+                reason: "give exactly one encoder per party",
+            }
+            .into());
+        }
+        if (0..p).any(|i| transport.is_remote_sender(config.first_sender + i as u32)) {
+            return Err(Error::RoundConfig {
+                reason: "the transport claims a local sender id as remote",
+            }
+            .into());
+        }
+        let packet_lens: Vec<usize> = encoders
+            .iter()
+            .map(|e| e.max_packet_len(config.n))
+            .collect();
+        let max_packet = packet_lens.iter().copied().max().unwrap_or(0);
+        let remote_max = transport.max_remote_packets();
+        let arena = remote_max
+            .checked_mul(max_packet)
+            .ok_or(Error::RoundConfig {
+                reason: "remote packet storage overflows usize",
+            })?;
+
+        let mut parties = Vec::with_capacity(p);
+        for (i, encoder) in encoders.into_iter().enumerate() {
+            parties.push(PartyState {
+                index: i as u32,
+                residual: backend.alloc(config.n).map_err(RoundError::Backend)?,
+                update: backend.alloc(config.n).map_err(RoundError::Backend)?,
+                encoder,
+                phase: Phase::Idle,
+                published: None,
+                stepped: None,
+                encode_ns: 0,
+                own_bytes: 0,
+            });
+        }
+        let slots = packet_lens
+            .iter()
+            .map(|&len| PacketSlot {
+                data: UnsafeCell::new(SlotData {
+                    buf: vec![0u8; len].into_boxed_slice(),
+                    len: 0,
+                }),
+            })
+            .collect();
+        let shared = Shared {
+            barrier: Barrier::new(),
+            epoch: CachePadded(AtomicUsize::new(0)),
+            joined: AtomicUsize::new(0),
+            members: AtomicUsize::new(0),
+            board: HeapQueue::with_capacity(capacity)?,
+            slots,
+            transport: UnsafeCell::new(transport),
+            data: UnsafeCell::new(RoundData {
+                round: config.first_round,
+                local: Vec::with_capacity(p),
+                local_bytes: 0,
+                remote_arena: vec![0u8; arena].into_boxed_slice(),
+                remote_entries: vec![RemoteEntry::default(); remote_max].into_boxed_slice(),
+                remote_count: 0,
+                remote_bytes: 0,
+                order: Vec::with_capacity(p + remote_max),
+                transport_ns: 0,
+                scale: 1.0,
+            }),
+        };
+        Ok(Accumulator {
+            backend,
+            base_round: config.first_round,
+            config,
+            shared,
+            parties,
+        })
+    }
+
+    /// One handle per party, in party order, to move into the worker threads. The handles
+    /// borrow the accumulator; when they are gone, `reset` and the accessors are available
+    /// again.
+    pub fn parties(&mut self) -> impl ExactSizeIterator<Item = Party<'_, B, E, T, R>> + '_ {
+        let shared = &self.shared;
+        let backend = &self.backend;
+        let config = &self.config;
+        let base_round = self.base_round;
+        self.parties.iter_mut().map(move |state| Party {
+            state,
+            shared,
+            backend,
+            config,
+            base_round,
+        })
+    }
+
+    /// The handle of party `i` alone (for driving rounds from one thread: P = 1, or
+    /// one-member rounds).
+    ///
+    /// # Panics
+    /// If `i >= P`.
+    pub fn party(&mut self, i: usize) -> Party<'_, B, E, T, R> {
+        Party {
+            state: &mut self.parties[i],
+            shared: &self.shared,
+            backend: &self.backend,
+            config: &self.config,
+            base_round: self.base_round,
+        }
+    }
+
+    /// Clears the queue, the round state and the poison. Every residual is kept unless
+    /// `options.drop_residuals`; the residuals' mass is reported either way. Packets of an
+    /// unfinished round that no replica applied are credited back to their senders.
+    ///
+    /// # Errors
+    /// Backend errors (downloading or zeroing a residual, crediting a packet back).
+    pub fn reset(
+        &mut self,
+        options: ResetOptions,
+    ) -> Result<ResetReport, RoundError<B::Error, T::Error>> {
+        let poison = self.shared.barrier.poisoned();
+        let current = self.next_round();
+        let joined = self.shared.joined.load(Ordering::Relaxed);
+        let started = joined > 0 || self.parties.iter().any(|s| s.published == Some(current));
+        let unfinished = (started || poison.is_some()).then_some(current);
+        let mut report = ResetReport {
+            unfinished_round: unfinished,
+            poison,
+            ..ResetReport::default()
+        };
+        if let Some(round) = unfinished {
+            report.partially_applied = self.parties.iter().any(|s| s.stepped == Some(round));
+            if !report.partially_applied {
+                for s in self
+                    .parties
+                    .iter_mut()
+                    .filter(|s| s.published == Some(round))
+                {
+                    // SAFETY: `&mut self`: no party handle exists, nobody else touches slots.
+                    let bytes = unsafe { self.shared.slots[s.index as usize].bytes() };
+                    for m in Messages::new(bytes) {
+                        self.backend
+                            .decode_add(&m?, &mut s.residual)
+                            .map_err(RoundError::Backend)?;
+                    }
+                    report.refunded_packets += 1;
+                }
+            }
+        }
+        report.queue_cleared = self.shared.board.clear();
+        let mut host = vec![0f32; self.config.n];
+        for s in &mut self.parties {
+            self.backend
+                .download(&s.residual, &mut host)
+                .map_err(RoundError::Backend)?;
+            for &v in &host {
+                let a = v.abs();
+                report.residual.l1 += a as f64;
+                report.residual.sum_sq += (v as f64) * (v as f64);
+                report.residual.max_abs = report.residual.max_abs.max(a);
+                report.residual.nonzero += (v != 0.0) as u64;
+            }
+            if options.drop_residuals {
+                self.backend
+                    .fill(&mut s.residual, 0.0)
+                    .map_err(RoundError::Backend)?;
+            }
+            s.phase = Phase::Idle;
+            s.published = None;
+            s.stepped = None;
+            s.own_bytes = 0;
+            // SAFETY: `&mut self`.
+            unsafe { self.shared.slots[s.index as usize].data_mut() }.len = 0;
+        }
+        report.residuals_dropped = options.drop_residuals;
+        self.shared.barrier.reset();
+        self.shared.close_counts();
+        self.shared.epoch = CachePadded(AtomicUsize::new(0));
+        self.base_round = options.next_round.unwrap_or(if unfinished.is_some() {
+            current + 1
+        } else {
+            current
+        });
+        report.next_round = self.base_round;
+        Ok(report)
+    }
+}
+
+impl<B: Backend, E, T, R: Relax> Accumulator<B, E, T, R> {
+    /// The number of the current round (the next one, when none is in progress).
+    pub fn next_round(&self) -> u64 {
+        self.base_round
+            .wrapping_add(self.shared.epoch.load(Ordering::Acquire) as u64)
+    }
+
+    /// A ticket for the current round with `members` members.
+    pub fn ticket(&self, members: usize) -> Ticket {
+        Ticket::new(self.next_round(), members)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RoundConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Party `i`'s residual. Panics if `i >= P`.
+    pub fn residual(&self, i: usize) -> &B::Buffer {
+        &self.parties[i].residual
+    }
+
+    /// Party `i`'s encoder. Panics if `i >= P`.
+    pub fn encoder(&self, i: usize) -> &E {
+        &self.parties[i].encoder
+    }
+
+    /// Party `i`'s encoder, to reconfigure it between rounds. Panics if `i >= P`.
+    pub fn encoder_mut(&mut self, i: usize) -> &mut E {
+        &mut self.parties[i].encoder
+    }
+
+    /// The transport.
+    pub fn transport(&mut self) -> &mut T {
+        // SAFETY: `&mut self`: no party handle exists.
+        unsafe { self.shared.transport_mut() }
+    }
+
+    /// The poison, if a party failed.
+    pub fn poisoned(&self) -> Option<Poison> {
+        self.shared.barrier.poisoned()
+    }
+}
+
+impl<B: Backend, E, T, R: Relax> fmt::Debug for Accumulator<B, E, T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accumulator")
+            .field("config", &self.config)
+            .field("next_round", &self.next_round())
+            .field("barrier", &self.shared.barrier)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One party's handle: lent by [`Accumulator::parties`], moved into the party's thread.
+///
+/// A handle dropped in the middle of a round, or while its thread panics (`std`), poisons
+/// the round, so the other parties return an error instead of waiting forever.
+pub struct Party<'a, B: Backend, E, T, R: Relax> {
+    state: &'a mut PartyState<B, E>,
+    shared: &'a Shared<T, R>,
+    backend: &'a B,
+    config: &'a RoundConfig,
+    base_round: u64,
+}
+
+impl<'a, B, E, T, R> Party<'a, B, E, T, R>
+where
+    B: Backend,
+    E: PartyEncoder<B>,
+    T: Transport,
+    R: Relax,
+{
+    /// Joins `ticket`'s round as a contributor: `residual += update`, encodes into this
+    /// party's slot (debiting exactly what the packet carries) and publishes it. Returns
+    /// at once; [`Party::apply_update`] completes the round.
+    ///
+    /// Waits (with the relax strategy) while earlier rounds are still in progress.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] when another party failed; [`Error::TicketOutOfOrder`],
+    /// [`Error::RoundMisuse`], [`Error::PartiesOutOfRange`] for a bad ticket or call order;
+    /// backend and encoder errors (the update then stays in the residual: no mass is lost).
+    /// Every error poisons the round.
+    pub fn store_update(
+        &mut self,
+        ticket: Ticket,
+        update: &B::Buffer,
+    ) -> Result<Published, RoundError<B::Error, T::Error>> {
+        self.join(ticket, true)?;
+        let t0 = now(self.config);
+        let round = ticket.round;
+        let st = &mut *self.state;
+        if let Err(e) = self.backend.add_assign(&mut st.residual, update) {
+            return Err(self.fail(RoundError::Backend(e)));
+        }
+        // SAFETY: this party's slot; it joined the round (so the previous round's readers
+        // are done, via the gate) and has not arrived at barrier A yet.
+        let slot = unsafe { self.shared.slots[st.index as usize].data_mut() };
+        slot.len = 0;
+        let sender = self.config.first_sender + st.index;
+        match st
+            .encoder
+            .encode_round(self.backend, &mut st.residual, sender, round, &mut slot.buf)
+        {
+            Ok(len) => slot.len = len,
+            Err(e) => return Err(self.fail(RoundError::Backend(e))),
+        }
+        let len = slot.len;
+        st.published = Some(round);
+        if self.shared.board.try_push(st.index).is_err() {
+            let party = st.index;
+            return Err(self.fail(
+                Error::RoundMisuse {
+                    party,
+                    round,
+                    reason: "the publication queue is full",
+                }
+                .into(),
+            ));
+        }
+        let st = &mut *self.state;
+        st.own_bytes = len;
+        st.encode_ns = now(self.config).saturating_sub(t0);
+        Ok(Published {
+            round,
+            bytes: len,
+            encode_ns: st.encode_ns,
+        })
+    }
+}
+
+impl<'a, B, E, T, R> Party<'a, B, E, T, R>
+where
+    B: Backend,
+    T: Transport,
+    R: Relax,
+{
+    /// This party's index, `0..P`.
+    pub fn index(&self) -> usize {
+        self.state.index as usize
+    }
+
+    /// This party's global sender id.
+    pub fn sender(&self) -> u32 {
+        self.config.first_sender + self.state.index
+    }
+
+    /// The current round (the next one, when none is in progress).
+    pub fn current_round(&self) -> u64 {
+        self.base_round
+            .wrapping_add(self.shared.epoch.load(Ordering::Acquire) as u64)
+    }
+
+    /// The accumulator's backend.
+    pub fn backend(&self) -> &'a B {
+        self.backend
+    }
+
+    /// This party's residual (what its encoder has not sent yet).
+    pub fn residual(&self) -> &B::Buffer {
+        &self.state.residual
+    }
+
+    /// This party's encoder.
+    pub fn encoder(&self) -> &E {
+        &self.state.encoder
+    }
+
+    /// Joins `ticket`'s round without contributing: this party applies the round's update
+    /// to its replica but publishes nothing (a worker without data this round). Waits while
+    /// earlier rounds are in progress.
+    ///
+    /// # Errors
+    /// As [`Party::store_update`], without the backend's.
+    pub fn abstain(&mut self, ticket: Ticket) -> Result<(), RoundError<B::Error, T::Error>> {
+        self.join(ticket, false)
+    }
+
+    /// Completes the round this party joined: waits for every member (the last to arrive
+    /// exchanges with the transport, validates and orders the packets), decodes every
+    /// packet of the round in global sender order into this party's update buffer, steps
+    /// `params -= update` (or `update / k`), and waits until every member is done reading.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] when another party failed; [`Error::RoundMisuse`] without a
+    /// joined round; for the leader, the transport's error and the validation errors
+    /// ([`Error::DuplicateSender`], [`Error::UnknownSender`], [`Error::WrongRound`],
+    /// [`Error::SenderMismatch`], the parse errors); backend errors. Every error poisons.
+    pub fn apply_update(
+        &mut self,
+        params: &mut B::Buffer,
+    ) -> Result<RoundSummary, RoundError<B::Error, T::Error>> {
+        let Phase::Joined {
+            round,
+            members,
+            contributed,
+        } = self.state.phase
+        else {
+            let round = self.current_round();
+            let party = self.state.index;
+            return Err(self.fail(
+                Error::RoundMisuse {
+                    party,
+                    round,
+                    reason: "apply_update without store_update or abstain",
+                }
+                .into(),
+            ));
+        };
+        let shared = self.shared;
+        let config = self.config;
+        if let Some(poison) = shared.barrier.poisoned() {
+            self.state.phase = Phase::Idle;
+            return Err(poison.to_error().into());
+        }
+        let t0 = now(config);
+
+        // Barrier A: everyone has published; the leader exchanges and orders.
+        let led = if members > 1 {
+            let mut lead_error = None;
+            let party = self.state.index;
+            let waited = shared.barrier.wait_with(members, || {
+                // SAFETY: every member waits at this barrier while its leader runs this.
+                unsafe { shared.lead(round, config) }.map_err(|e| {
+                    let poison = Poison {
+                        party: Some(party),
+                        round,
+                        cause: PoisonCause::Failed(e.kind()),
+                    };
+                    lead_error = Some(e);
+                    poison
+                })
+            });
+            match waited {
+                Ok(w) => w.is_leader(),
+                Err(e) => {
+                    self.state.phase = Phase::Idle;
+                    return Err(lead_error.unwrap_or(RoundError::Round(e)));
+                }
+            }
+        } else {
+            // SAFETY: the only member; the gate orders it against other rounds.
+            if let Err(e) = unsafe { shared.lead(round, config) } {
+                return Err(self.fail(e));
+            }
+            true
+        };
+        let t1 = now(config);
+
+        // Decode every packet in canonical order, then step.
+        // SAFETY: between barriers A and B the round data and the slots are read-only.
+        let data = unsafe { shared.data() };
+        if let Err(e) = self.decode_and_step(data, params) {
+            return Err(self.fail(e));
+        }
+        self.state.stepped = Some(round);
+        let t2 = now(config);
+        let summary = RoundSummary {
+            round,
+            members,
+            packets: data.order.len(),
+            local_packets: data.local.len(),
+            remote_packets: data.remote_count,
+            bytes_published: data.local_bytes,
+            bytes_received: data.remote_bytes,
+            own_bytes: if contributed { self.state.own_bytes } else { 0 },
+            contributed,
+            led,
+            scale: data.scale,
+            encode_ns: if contributed { self.state.encode_ns } else { 0 },
+            exchange_ns: t1.saturating_sub(t0),
+            transport_ns: data.transport_ns,
+            decode_ns: t2.saturating_sub(t1),
+            sync_ns: 0,
+        };
+
+        // Barrier B: nobody reads this round's slots and data any more.
+        if members > 1 {
+            match shared.barrier.wait_with(members, || {
+                shared.close_counts();
+                Ok(())
+            }) {
+                Ok(w) => {
+                    if w.is_leader() {
+                        shared.open_next(config.parties);
+                    }
+                }
+                Err(e) => {
+                    self.state.phase = Phase::Idle;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            shared.close_counts();
+            shared.open_next(config.parties);
+        }
+        self.state.phase = Phase::Idle;
+        self.state.published = None;
+        Ok(RoundSummary {
+            sync_ns: now(config).saturating_sub(t2),
+            ..summary
+        })
+    }
+
+    /// Poisons the accumulator on behalf of this party (its work failed outside the round
+    /// protocol, say), so that every other party returns [`Error::Poisoned`] naming it.
+    /// Returns `false` when it was already poisoned (the first poison wins).
+    pub fn abort(&mut self, cause: PoisonCause) -> bool {
+        let round = match self.state.phase {
+            Phase::Joined { round, .. } => round,
+            Phase::Idle => self.current_round(),
+        };
+        self.state.phase = Phase::Idle;
+        self.shared.barrier.poison(Poison {
+            party: Some(self.state.index),
+            round,
+            cause,
+        })
+    }
+
+    /// The poison, if some party failed.
+    pub fn poisoned(&self) -> Option<Poison> {
+        self.shared.barrier.poisoned()
+    }
+
+    fn decode_and_step(
+        &mut self,
+        data: &RoundData,
+        params: &mut B::Buffer,
+    ) -> Result<(), RoundError<B::Error, T::Error>> {
+        if data.order.is_empty() {
+            return Ok(());
+        }
+        let b = self.backend;
+        let update = &mut self.state.update;
+        b.fill(update, 0.0).map_err(RoundError::Backend)?;
+        for src in &data.order {
+            let bytes = match *src {
+                // SAFETY: between barriers A and B nobody writes a slot.
+                Source::Local(i) => unsafe { self.shared.slots[i as usize].bytes() },
+                Source::Remote(j) => {
+                    let e = data.remote_entries[j as usize];
+                    &data.remote_arena[e.start..e.start + e.len]
+                }
+            };
+            for m in Messages::new(bytes) {
+                b.decode_add(&m?, update).map_err(RoundError::Backend)?;
+            }
+        }
+        b.sub_scaled(params, update, data.scale)
+            .map_err(RoundError::Backend)
+    }
+
+    /// Joins a round: the gate (wait for the previous round), then the member count.
+    fn join(
+        &mut self,
+        ticket: Ticket,
+        contributes: bool,
+    ) -> Result<(), RoundError<B::Error, T::Error>> {
+        let party = self.state.index;
+        if let Phase::Joined { round, .. } = self.state.phase {
+            return Err(self.fail(
+                Error::RoundMisuse {
+                    party,
+                    round,
+                    reason: "joined a round again before apply_update",
+                }
+                .into(),
+            ));
+        }
+        if let Some(poison) = self.shared.barrier.poisoned() {
+            self.state.phase = Phase::Idle;
+            return Err(poison.to_error().into());
+        }
+        let m = ticket.members;
+        if m == 0 || m > self.config.parties {
+            return Err(self.fail(
+                Error::PartiesOutOfRange {
+                    parties: m,
+                    max: self.config.parties,
+                }
+                .into(),
+            ));
+        }
+        let shared = self.shared;
+        let relative = ticket.round.wrapping_sub(self.base_round);
+        let target = relative as usize;
+        let mut current = None;
+        if relative > (usize::MAX / 2) as u64 {
+            current = Some(shared.epoch.load(Ordering::Acquire));
+        } else if let Err(e) = shared.barrier.wait_until(|| {
+            let e = shared.epoch.load(Ordering::Acquire);
+            let ahead = target.wrapping_sub(e);
+            if ahead == 0 {
+                true
+            } else if ahead <= usize::MAX / 2 {
+                false // an earlier round is still in progress: wait for ours
+            } else {
+                current = Some(e); // our round is over
+                true
+            }
+        }) {
+            return Err(self.fail(e.into()));
+        }
+        if let Some(e) = current {
+            return Err(self.fail(
+                Error::TicketOutOfOrder {
+                    party,
+                    ticket: ticket.round,
+                    current: self.base_round.wrapping_add(e as u64),
+                }
+                .into(),
+            ));
+        }
+        let joined = shared.joined.fetch_add(1, Ordering::AcqRel) + 1;
+        let agreed =
+            match shared
+                .members
+                .compare_exchange(0, m, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => true,
+                Err(existing) => existing == m,
+            };
+        let reason = if !agreed {
+            Some("the ticket's member count differs from the round's")
+        } else if joined > m {
+            Some("more parties joined than the ticket's member count")
+        } else if shared.epoch.load(Ordering::Acquire) != target {
+            Some("the round ended while this party joined it (too many members?)")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(self.fail(
+                Error::RoundMisuse {
+                    party,
+                    round: ticket.round,
+                    reason,
+                }
+                .into(),
+            ));
+        }
+        self.state.phase = Phase::Joined {
+            round: ticket.round,
+            members: m,
+            contributed: contributes,
+        };
+        Ok(())
+    }
+
+    /// Poisons with this failure (unless it is someone else's poison) and leaves the round.
+    fn fail(&mut self, error: RoundError<B::Error, T::Error>) -> RoundError<B::Error, T::Error> {
+        let round = match self.state.phase {
+            Phase::Joined { round, .. } => round,
+            Phase::Idle => self.current_round(),
+        };
+        self.state.phase = Phase::Idle;
+        if !matches!(error, RoundError::Round(Error::Poisoned { .. })) {
+            self.shared.barrier.poison(Poison {
+                party: Some(self.state.index),
+                round,
+                cause: PoisonCause::Failed(error.kind()),
+            });
+        }
+        error
+    }
+}
+
+impl<B: Backend, E, T, R: Relax> Drop for Party<'_, B, E, T, R> {
+    fn drop(&mut self) {
+        let cause = if panicking() {
+            PoisonCause::Panicked
+        } else if let Phase::Joined { .. } = self.state.phase {
+            PoisonCause::Abandoned
+        } else {
+            return;
+        };
+        let round = match self.state.phase {
+            Phase::Joined { round, .. } => round,
+            Phase::Idle => self
+                .base_round
+                .wrapping_add(self.shared.epoch.load(Ordering::Acquire) as u64),
+        };
+        self.state.phase = Phase::Idle;
+        self.shared.barrier.poison(Poison {
+            party: Some(self.state.index),
+            round,
+            cause,
+        });
+    }
+}
+
+impl<B: Backend, E, T, R: Relax> fmt::Debug for Party<'_, B, E, T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Party")
+            .field("index", &self.state.index)
+            .field("phase", &self.state.phase)
+            .finish_non_exhaustive()
+    }
+}
