@@ -10,6 +10,7 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cd fuzz && cargo +nightly fuzz list)
 fi
 python3 scripts/fuzz_seeds.py fuzz/corpus
+cargo run -q -p gradcast-core --example checkpoint_seed -- fuzz/corpus/checkpoint_restore
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 for t in "${targets[@]}"; do

@@ -7,8 +7,15 @@ use gradcast_core::wire::MessageView;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u16, &[u8])| {
-    let (len, bytes) = input;
-    let Ok(view) = MessageView::parse(bytes) else {
+    let (len, raw) = input;
+    // Recompute the checksum (CRC-32C is no authentication: anyone can forge it), so the
+    // fuzzer reaches decoding.
+    let mut bytes = raw.to_vec();
+    if bytes.len() >= 48 {
+        let sum = gradcast_core::wire::checksum(&bytes[..44], &bytes[48..]);
+        bytes[44..48].copy_from_slice(&sum.to_le_bytes());
+    }
+    let Ok(view) = MessageView::parse(&bytes) else {
         return;
     };
     let mut target = vec![0.0f32; len as usize];
