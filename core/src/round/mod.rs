@@ -75,19 +75,29 @@
 //!
 //! # Checking it (commands, run from the repository root)
 //!
-//! * Tests (unit, stress, faults): `CARGO_TARGET_DIR=/work/target-round cargo test -p
-//!   gradcast-core`. The stress test's round count is `GRADCAST_STRESS_ROUNDS` (default
-//!   10 000).
-//! * Loom models of the queue and the barrier:
+//! * Tests: `CARGO_TARGET_DIR=/work/target-round cargo test -p gradcast-core`. The round
+//!   protocol's own targets are `round_basic` (the contract, small enough for Miri),
+//!   `round_stress` (P = 8 threads, random delays, random contributors or members; the main
+//!   test's round count is `GRADCAST_STRESS_ROUNDS`, default 10 000, about 3 s in the test
+//!   profile on 2 cores) and `round_faults` (an error and a panic mid-round reach every other
+//!   worker within 1 s; watchdogs abort a hung test after 10 s).
+//! * Loom models of the queue, the barrier and two small round-protocol scenarios (about
+//!   15 s with 2 preemptions, 2 minutes with 3, on 2 cores, plus the build):
 //!   `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=/work/target-loom cargo
 //!   test -p gradcast-core --release --test loom`.
-//! * Miri (data races, uninitialised reads, aliasing) over the unit tests of the queue, the
-//!   barrier and the round protocol and the small threaded round tests:
-//!   `MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p gradcast-core --lib
-//!   -- queue barrier round` and `... --test round_miri`.
-//! * The benchmark: `cargo run -p gradcast-core --release --example round_bench`.
+//! * Miri (`rustup +nightly component add miri rust-src`), over the unit tests of the queue
+//!   and the barrier: `MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p
+//!   gradcast-core --lib -- queue barrier` (about 20 s once Miri's sysroot is built), and
+//!   over the threaded round-protocol tests: `MIRIFLAGS="-Zmiri-strict-provenance
+//!   -Zmiri-tree-borrows" cargo +nightly miri test -p gradcast-core --test round_basic`
+//!   (about 75 s). The second needs Tree Borrows: under Stacked Borrows Miri flags
+//!   `bitvec`'s `BitSlice::set` (a zero-sized retag), which the codec's bitmap encoder
+//!   calls, before the round protocol is reached.
+//! * The benchmark (not a test): `cargo run -p gradcast-core --release --example
+//!   round_bench`; its numbers are in `docs/BENCHMARKS.md`.
 //! * `no_std`: `cargo build -p gradcast-core --no-default-features --target
-//!   thumbv7em-none-eabihf` (queue and barrier; the accumulator needs `alloc`).
+//!   thumbv7em-none-eabihf` (queue and barrier), and with `--features alloc` (the
+//!   accumulator and the loopback transport).
 //!
 //! [`PartyEncoder::max_packet_len`]: crate::packet::PartyEncoder::max_packet_len
 
