@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// Print the summary as one JSON object on stdout (no other output there).
     #[arg(long)]
     pub json: bool,
+    /// How the workers' updates travel: `local` (threads of this process) or `mpi` (ranks
+    /// under mpirun, `--workers` per rank; needs a build with `--features mpi`).
+    #[arg(long, value_enum, default_value_t = crate::mpi::TransportArg::Local)]
+    pub transport: crate::mpi::TransportArg,
 }
 
 fn usage_message(e: CliError) -> String {
@@ -204,6 +208,9 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 fn run_train(a: &TrainArgs) -> Result<(), CliError> {
+    if a.transport == crate::mpi::TransportArg::Mpi {
+        return crate::mpi::train(a);
+    }
     let cfg = TrainConfig {
         workers: a.workers,
         epochs: a.epochs,

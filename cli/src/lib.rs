@@ -24,6 +24,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod mpi;
 pub mod plot;
 pub mod rng;
 pub mod sharing;

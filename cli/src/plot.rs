@@ -68,6 +68,8 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("test accuracy (%)")
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 16))
@@ -120,6 +122,7 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("bytes")
         .y_label_formatter(&|v| crate::cli::human_bytes(*v as u64))
         .label_style((FAMILY, 15))

@@ -1,18 +1,23 @@
 //! How the workers' updates reach every replica: the dense fp32 baseline and gradcast.
 //!
-//! Both share the same rule so that they differ only in what travels: each replica sums the
+//! Both follow the same rule so that they differ only in what travels: each replica sums the
 //! round's contributions in sender order into an update buffer, then steps
 //! `params -= scale * update` with `scale = 1/P` (mean) or `1` (sum). Dense contributions are
-//! the workers' fp32 updates; gradcast contributions are the decoded threshold-encoded messages
-//! of each worker's residual (`residual += update`, encode, commit).
+//! the workers' fp32 updates ([`DenseSharing`]); gradcast's are the decoded threshold-encoded
+//! messages of each worker's residual, moved by the core's round protocol
+//! (`gradcast_core::round`, driven from [`crate::train`]) with one [`encoder_for`] per worker.
 
 use crate::error::CliError;
 use crate::threshold::ThresholdSpec;
 use gradcast_core::Backend;
 use gradcast_core::backend::slices;
-use gradcast_core::packet::{FixedEncoder, Messages, PartyEncoder};
+use gradcast_core::encoder::policy::DEFAULT_DECAY;
+use gradcast_core::encoder::{
+    Adaptive, ByteBudget, Encoder, EncoderConfig, Fixed, Policy, TargetSparsity,
+};
+use gradcast_core::packet::PartyEncoder;
 use gradcast_core::wire::Encoding;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How the round's contributions are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -64,14 +69,16 @@ pub struct RoundStats {
     pub messages: Vec<MessageStat>,
 }
 
-/// Time spent in the phases of gradcast's rounds, summed over workers and replicas.
+/// Time spent in the phases of gradcast's rounds: per round the slowest worker's time (the
+/// round's critical path, as the round protocol reports it), summed over rounds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PhaseTimes {
     /// `residual += update` and encode-then-commit.
     pub encode: Duration,
-    /// Publishing the messages to every party and validating them (parse, checksum).
+    /// Waiting for the other workers, publishing the packets to every party and validating
+    /// them (parse, checksum).
     pub exchange: Duration,
-    /// Decoding every message into every replica and stepping its parameters.
+    /// Decoding every packet into the worker's replica and stepping its parameters.
     pub decode: Duration,
 }
 
@@ -174,212 +181,50 @@ fn check_updates(updates: &[Vec<f32>], workers: usize, n: usize) -> Result<(), C
     Ok(())
 }
 
-/// Builds worker `worker`'s encoder for `spec`.
+/// A worker's encoder for `spec` over `n` elements: the core's policy-driven
+/// [`Encoder`] with the matching policy (DL4J's defaults for `adaptive`, and for the starting
+/// threshold and step of `target:S`) and the default configuration (no clipping, no warm-up).
 ///
 /// # Errors
-/// [`CliError::Usage`] for policies this build does not provide yet.
+/// [`CliError::Usage`] when the core rejects the policy's parameters.
+pub fn encoder_for(spec: ThresholdSpec, n: usize) -> Result<Encoder, CliError> {
+    let usage = |e: gradcast_core::Error| CliError::Usage(format!("--threshold {spec}: {e}"));
+    let policy: Policy = match spec {
+        ThresholdSpec::Fixed(tau) => Fixed::new(tau).map_err(usage)?.into(),
+        ThresholdSpec::Adaptive => Adaptive::default().into(),
+        ThresholdSpec::Target(s) => {
+            TargetSparsity::new(TargetSparsity::DEFAULT_TAU0, s, DEFAULT_DECAY)
+                .map_err(usage)?
+                .into()
+        }
+        ThresholdSpec::Budget(b) => ByteBudget::new(b).map_err(usage)?.into(),
+    };
+    Encoder::new(n, policy, EncoderConfig::default()).map_err(usage)
+}
+
+/// [`encoder_for`] behind the [`PartyEncoder`] seam, for code that wraps encoders.
+///
+/// # Errors
+/// As [`encoder_for`].
 pub fn make_encoder<B: Backend>(
     spec: ThresholdSpec,
-) -> Result<Box<dyn PartyEncoder<B> + Send>, CliError> {
-    match spec {
-        ThresholdSpec::Fixed(tau) => Ok(Box::new(FixedEncoder::new(tau))),
-        other => Err(CliError::Usage(format!(
-            "--threshold {other}: this policy is not available in this build yet (use fixed:TAU)"
-        ))),
-    }
-}
-
-/// gradcast: each worker keeps a residual on the backend, adds its update, encodes and
-/// commits one packet per round; every replica decodes every packet in sender order.
-pub struct GradcastSharing<'b, B: Backend> {
-    backend: &'b B,
-    encoders: Vec<Box<dyn PartyEncoder<B> + Send>>,
-    residuals: Vec<B::Buffer>,
-    staging: B::Buffer,
-    replicas: Vec<B::Buffer>,
-    acc: B::Buffer,
-    packets: Vec<Vec<u8>>,
-    lens: Vec<usize>,
-    scale: f32,
     n: usize,
-    /// Phase timings so far.
-    pub times: PhaseTimes,
-}
-
-impl<B: Backend> core::fmt::Debug for GradcastSharing<'_, B> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("GradcastSharing")
-            .field("backend", &self.backend.name())
-            .field("workers", &self.replicas.len())
-            .field("n", &self.n)
-            .finish_non_exhaustive()
-    }
-}
-
-fn be<E: core::fmt::Display>(what: &'static str) -> impl Fn(E) -> CliError {
-    move |e| CliError::Train(format!("{what}: {e}"))
-}
-
-impl<'b, B: Backend> GradcastSharing<'b, B> {
-    /// P replicas starting at `init`, zero residuals, one encoder per worker from `spec`.
-    ///
-    /// # Errors
-    /// Backend allocation errors; [`make_encoder`]'s errors.
-    pub fn new(
-        backend: &'b B,
-        init: &[f32],
-        workers: usize,
-        aggregate: Aggregate,
-        spec: ThresholdSpec,
-    ) -> Result<Self, CliError> {
-        let n = init.len();
-        let alloc = |what| backend.alloc(n).map_err(be(what));
-        let mut replicas = Vec::with_capacity(workers);
-        let mut residuals = Vec::with_capacity(workers);
-        let mut encoders = Vec::with_capacity(workers);
-        let mut packets = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let mut r = alloc("allocate a replica")?;
-            backend
-                .upload(init, &mut r)
-                .map_err(be("upload parameters"))?;
-            replicas.push(r);
-            residuals.push(alloc("allocate a residual")?);
-            let enc = make_encoder::<B>(spec)?;
-            packets.push(vec![0u8; enc.max_packet_len(n)]);
-            encoders.push(enc);
-        }
-        Ok(GradcastSharing {
-            backend,
-            encoders,
-            residuals,
-            staging: alloc("allocate an update buffer")?,
-            acc: alloc("allocate an update buffer")?,
-            replicas,
-            packets,
-            lens: vec![0; workers],
-            scale: aggregate.scale(workers),
-            n,
-            times: PhaseTimes::default(),
-        })
-    }
-}
-
-impl<B: Backend> Sharing for GradcastSharing<'_, B> {
-    fn params(&self, worker: usize) -> Result<Vec<f32>, CliError> {
-        let mut out = vec![0.0; self.n];
-        self.backend
-            .download(&self.replicas[worker], &mut out)
-            .map_err(be("download parameters"))?;
-        Ok(out)
-    }
-
-    fn share(&mut self, round: u64, updates: &[Vec<f32>]) -> Result<RoundStats, CliError> {
-        check_updates(updates, self.replicas.len(), self.n)?;
-        let b = self.backend;
-        // Each worker: residual += update, then encode-then-commit its packet.
-        let t = Instant::now();
-        for (w, u) in updates.iter().enumerate() {
-            b.upload(u, &mut self.staging)
-                .map_err(be("upload update"))?;
-            b.add_assign(&mut self.residuals[w], &self.staging)
-                .map_err(be("residual += update"))?;
-            self.lens[w] = self.encoders[w]
-                .encode_round(
-                    b,
-                    &mut self.residuals[w],
-                    w as u32,
-                    round,
-                    &mut self.packets[w],
-                )
-                .map_err(be("encode"))?;
-        }
-        b.sync().map_err(be("encode"))?;
-        self.times.encode += t.elapsed();
-
-        // Exchange: every party reads the same bytes; each packet is validated once.
-        let t = Instant::now();
-        let mut stats = RoundStats::default();
-        for (w, packet) in self.packets.iter().enumerate() {
-            let packet = &packet[..self.lens[w]];
-            stats.bytes += packet.len() as u64;
-            for m in Messages::new(packet) {
-                let m = m.map_err(|e| CliError::core(format!("message of worker {w}"), e))?;
-                stats.messages.push(MessageStat {
-                    tau: m.tau(),
-                    entries: m.count(),
-                    encoding: m.encoding(),
-                    bytes: m.as_bytes().len(),
-                });
-            }
-        }
-        self.times.exchange += t.elapsed();
-
-        // Every replica decodes every packet in sender order, then steps.
-        let t = Instant::now();
-        for params in &mut self.replicas {
-            b.fill(&mut self.acc, 0.0).map_err(be("clear update"))?;
-            for (w, packet) in self.packets.iter().enumerate() {
-                for m in Messages::new(&packet[..self.lens[w]]) {
-                    let m = m.map_err(|e| CliError::core(format!("message of worker {w}"), e))?;
-                    b.decode_add(&m, &mut self.acc).map_err(be("decode"))?;
-                }
-            }
-            b.sub_scaled(params, &self.acc, self.scale)
-                .map_err(be("apply update"))?;
-        }
-        b.sync().map_err(be("decode"))?;
-        self.times.decode += t.elapsed();
-        Ok(stats)
-    }
-
-    fn workers(&self) -> usize {
-        self.replicas.len()
-    }
+) -> Result<Box<dyn PartyEncoder<B> + Send>, CliError> {
+    Ok(Box::new(encoder_for(spec, n)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gradcast_core::backend::Reference;
 
-    /// Mass conservation across the whole run: what the replicas applied plus what is left in
-    /// the residuals equals the sum of all updates.
     #[test]
-    fn gradcast_conserves_mass_and_keeps_replicas_identical() {
-        let n = 50;
-        let init = vec![0.0f32; n];
-        let mut g = GradcastSharing::new(
-            &Reference,
-            &init,
-            3,
-            Aggregate::Sum,
-            ThresholdSpec::Fixed(0.25),
-        )
-        .unwrap();
-        let mut rng = crate::rng::SplitMix64::new(1);
-        let mut total = vec![0.0f64; n];
-        for round in 0..20 {
-            let ups: Vec<Vec<f32>> = (0..3)
-                .map(|_| (0..n).map(|_| rng.next_f32() - 0.4).collect())
-                .collect();
-            for u in &ups {
-                for (t, v) in total.iter_mut().zip(u) {
-                    *t += *v as f64;
-                }
-            }
-            let s = g.share(round, &ups).unwrap();
-            assert_eq!(s.messages.len(), 3);
+    fn every_policy_builds_an_encoder_and_bad_parameters_are_usage_errors() {
+        for spec in ["fixed:0.01", "adaptive", "target:0.001", "budget:200"] {
+            assert!(encoder_for(spec.parse().unwrap(), 100).is_ok(), "{spec}");
         }
-        assert!(g.replicas_identical().unwrap());
-        let p = g.params(0).unwrap();
-        for i in 0..n {
-            let left: f64 = g.residuals.iter().map(|r| r[i] as f64).sum();
-            assert!(
-                (-(p[i] as f64) + left - total[i]).abs() < 1e-3,
-                "element {i}"
-            );
-        }
+        // The core's TargetSparsity needs S < 1/16.
+        let e = encoder_for(ThresholdSpec::Target(0.5), 100).unwrap_err();
+        assert!(matches!(e, CliError::Usage(_)), "{e}");
     }
 
     #[test]

@@ -2,19 +2,27 @@
 //! updates and once with gradcast, same seed and same data order, side by side.
 //!
 //! Per round, each worker takes its shard of the batch, computes the gradient of its mean loss
-//! with candle's autodiff on its own replica, and turns it into an update with plain SGD:
-//! `update = lr * grad`. The update is shared ([`crate::sharing`]), and every replica steps
-//! `params -= scale * sum(contributions)`.
+//! with candle's autodiff on its own replica, in its own thread, and turns it into an update
+//! with plain SGD: `update = lr * grad`. The dense run shares the fp32 updates
+//! ([`crate::sharing::DenseSharing`]); gradcast runs the core's round protocol
+//! (`gradcast_core::round::workers::run` over an [`Accumulator`] with one policy-driven
+//! [`Encoder`] per worker). Every replica steps `params -= scale * sum(contributions)`.
 
 use crate::data::Split;
 use crate::error::CliError;
 use crate::model::Mlp;
 use crate::rng::SplitMix64;
-use crate::sharing::{Aggregate, DenseSharing, GradcastSharing, PhaseTimes, RoundStats, Sharing};
+use crate::sharing::{Aggregate, DenseSharing, PhaseTimes, RoundStats, Sharing, encoder_for};
 use crate::threshold::ThresholdSpec;
+use core::ops::ControlFlow;
 use gradcast_core::Backend;
+use gradcast_core::barrier::Park;
+use gradcast_core::encoder::Encoder;
+use gradcast_core::round::workers::{self, Contribution, Work};
+use gradcast_core::round::{Accumulator, Local, RoundConfig, Step};
 use gradcast_core::wire::Encoding;
 use serde::Serialize;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Everything that defines a training run (both runs share it).
@@ -351,6 +359,206 @@ impl<S: Sharing> Run<S> {
     }
 }
 
+/// The gradcast run: the core's round protocol over P worker threads.
+struct ProtocolRun<B: Backend> {
+    acc: Accumulator<B, Encoder, Local, Park>,
+    replicas: Vec<B::Buffer>,
+    n: usize,
+    round: u64,
+    bytes: u64,
+    elapsed: Duration,
+    times: PhaseTimes,
+    records: Vec<EpochRecord>,
+    /// Encoder totals (entries, messages, sparse, bitmap, dense) at the last epoch's end.
+    seen: [u64; 5],
+}
+
+fn be<E: core::fmt::Display>(what: &'static str) -> impl Fn(E) -> CliError {
+    move |e| CliError::Train(format!("{what}: {e}"))
+}
+
+impl<B> ProtocolRun<B>
+where
+    B: Backend + Sync,
+    B::Buffer: Send,
+    B::Error: Send,
+{
+    fn new(
+        backend: B,
+        init: &[f32],
+        workers: usize,
+        aggregate: Aggregate,
+        spec: ThresholdSpec,
+    ) -> Result<Self, CliError> {
+        let n = init.len();
+        let encoders = (0..workers)
+            .map(|_| encoder_for(spec, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut config = RoundConfig::new(workers, n);
+        config.step = match aggregate {
+            Aggregate::Mean => Step::Mean,
+            Aggregate::Sum => Step::Sum,
+        };
+        let acc = Accumulator::new(backend, config, encoders, Local)
+            .map_err(be("cannot set up the round protocol"))?;
+        let mut replicas = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let b = acc.backend();
+            let mut r = b.alloc(n).map_err(be("allocate a replica"))?;
+            b.upload(init, &mut r).map_err(be("upload parameters"))?;
+            replicas.push(r);
+        }
+        Ok(ProtocolRun {
+            acc,
+            replicas,
+            n,
+            round: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            times: PhaseTimes::default(),
+            records: Vec::new(),
+            seen: [0; 5],
+        })
+    }
+
+    fn params(&self, worker: usize) -> Result<Vec<f32>, CliError> {
+        let mut out = vec![0.0; self.n];
+        self.acc
+            .backend()
+            .download(&self.replicas[worker], &mut out)
+            .map_err(be("download parameters"))?;
+        Ok(out)
+    }
+
+    fn replicas_identical(&self) -> Result<bool, CliError> {
+        let first = self.params(0)?;
+        for w in 1..self.replicas.len() {
+            let p = self.params(w)?;
+            if p.iter()
+                .zip(&first)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn epoch(
+        &mut self,
+        model: &Mlp,
+        cfg: &TrainConfig,
+        data: &Split,
+        order: &[usize],
+        obs: &mut dyn Observer,
+    ) -> Result<EpochRecord, CliError> {
+        let n = self.n;
+        let batches: Vec<&[usize]> = order.chunks(cfg.batch).collect();
+        let losses = Mutex::new(vec![0.0f32; batches.len() * cfg.workers]);
+        let mut bytes = 0u64;
+        let start = Instant::now();
+        let work = |w: &mut Work<'_, B>| -> Result<Contribution, CliError> {
+            let batch = batches
+                .get(w.step as usize)
+                .ok_or_else(|| CliError::Train("more rounds than batches".into()))?;
+            let idx = shards(batch, cfg.workers)[w.party];
+            let mut params = vec![0.0f32; n];
+            w.backend
+                .download(w.params, &mut params)
+                .map_err(be("download parameters"))?;
+            let shard = data.train.select(idx);
+            let (loss, mut g) = model.loss_and_grad(&params, &shard.features, &shard.labels)?;
+            if !loss.is_finite() {
+                return Err(CliError::Train(format!(
+                    "the loss diverged (non-finite) in round {}; lower --lr",
+                    w.round
+                )));
+            }
+            for v in &mut g {
+                *v *= cfg.lr;
+            }
+            w.backend
+                .upload(&g, w.update)
+                .map_err(be("upload update"))?;
+            if let Ok(mut l) = losses.lock() {
+                l[w.step as usize * cfg.workers + w.party] = loss;
+            }
+            Ok(Contribution::Update)
+        };
+        let summary = workers::run(
+            &mut self.acc,
+            &mut self.replicas,
+            batches.len() as u64,
+            work,
+            |report| {
+                bytes += report.bytes_published;
+                obs.round_done();
+                ControlFlow::Continue(())
+            },
+        )
+        .map_err(|e| CliError::Train(e.to_string()))?;
+        self.elapsed += start.elapsed();
+        self.round += summary.rounds;
+        self.bytes += bytes;
+        self.times.encode += Duration::from_nanos(summary.encode_ns);
+        self.times.exchange += Duration::from_nanos(summary.exchange_ns);
+        self.times.decode += Duration::from_nanos(summary.decode_ns);
+
+        // The encoders' statistics: what this epoch's messages were.
+        let mut now = [0u64; 5];
+        let mut tau = 0.0f64;
+        let p = self.replicas.len();
+        for i in 0..p {
+            let e = self.acc.encoder(i);
+            let c = e.cumulative();
+            now[0] += c.entries;
+            now[1] += c.sparse_messages + c.bitmap_messages + c.dense_messages;
+            now[2] += c.sparse_messages;
+            now[3] += c.bitmap_messages;
+            now[4] += c.dense_messages;
+            tau += e.last_round().map_or(0.0, |r| r.tau as f64);
+        }
+        let d: Vec<u64> = now.iter().zip(&self.seen).map(|(a, b)| a - b).collect();
+        self.seen = now;
+        let loss = losses
+            .into_inner()
+            .map_err(|_| CliError::Train("a worker panicked".into()))?;
+        let params = self.params(0)?;
+        let test_accuracy = model.accuracy(&params, &data.test)?;
+        let rec = EpochRecord {
+            epoch: self.records.len() + 1,
+            loss: loss.iter().map(|&l| l as f64).sum::<f64>() / loss.len().max(1) as f64,
+            test_accuracy,
+            bytes,
+            cumulative_bytes: self.bytes,
+            tau: Some(tau / p as f64),
+            density: Some(d[0] as f64 / (d[1].max(1) as f64 * n as f64)),
+            encodings: Some(EncodingMix {
+                sparse: d[2],
+                bitmap: d[3],
+                dense: d[4],
+            }),
+        };
+        self.records.push(rec.clone());
+        Ok(rec)
+    }
+
+    fn summary(&self) -> Result<RunSummary, CliError> {
+        let last = self.records.last();
+        Ok(RunSummary {
+            test_accuracy: last.map_or(0.0, |r| r.test_accuracy),
+            bytes: self.bytes,
+            seconds: self.elapsed.as_secs_f64(),
+            final_loss: last.map_or(0.0, |r| r.loss),
+            replicas_identical: self.replicas_identical()?,
+            encode_seconds: Some(self.times.encode.as_secs_f64()),
+            exchange_seconds: Some(self.times.exchange.as_secs_f64()),
+            decode_seconds: Some(self.times.decode.as_secs_f64()),
+            epochs: self.records.clone(),
+        })
+    }
+}
+
 /// Rounds per epoch for `train_len` samples.
 pub fn rounds_per_epoch(train_len: usize, batch: usize) -> u64 {
     train_len.div_ceil(batch.max(1)) as u64
@@ -360,12 +568,17 @@ pub fn rounds_per_epoch(train_len: usize, batch: usize) -> u64 {
 ///
 /// # Errors
 /// [`CliError::Usage`] for a bad configuration; training, backend and codec errors.
-pub fn train<B: Backend>(
-    backend: &B,
+pub fn train<B>(
+    backend: B,
     cfg: &TrainConfig,
     data: &Split,
     obs: &mut dyn Observer,
-) -> Result<Summary, CliError> {
+) -> Result<Summary, CliError>
+where
+    B: Backend + Sync,
+    B::Buffer: Send,
+    B::Error: Send,
+{
     cfg.validate()?;
     if data.train.is_empty() || data.test.is_empty() {
         return Err(CliError::Train("the training or test set is empty".into()));
@@ -377,23 +590,18 @@ pub fn train<B: Backend>(
     };
     let init = model.init(cfg.seed);
     let mut dense = Run::new(DenseSharing::new(&init, cfg.workers, cfg.aggregate));
-    let mut gc = Run::new(GradcastSharing::new(
-        backend,
-        &init,
-        cfg.workers,
-        cfg.aggregate,
-        cfg.threshold,
-    )?);
+    let backend_name = backend.name().to_string();
+    let mut gc = ProtocolRun::new(backend, &init, cfg.workers, cfg.aggregate, cfg.threshold)?;
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     let mut rng = SplitMix64::new(cfg.seed.wrapping_add(0xDA7A));
     for _ in 0..cfg.epochs {
         rng.shuffle(&mut order);
         let d = dense.epoch(&model, cfg, data, &order, false, obs)?;
-        let g = gc.epoch(&model, cfg, data, &order, true, obs)?;
+        let g = gc.epoch(&model, cfg, data, &order, obs)?;
         obs.epoch_done(&d, &g);
     }
     let dense_summary = dense.summary(None)?;
-    let gc_summary = gc.summary(Some(gc.sharing.times))?;
+    let gc_summary = gc.summary()?;
     for (name, s) in [("dense", &dense_summary), ("gradcast", &gc_summary)] {
         if !s.replicas_identical {
             return Err(CliError::Train(format!(
@@ -403,7 +611,7 @@ pub fn train<B: Backend>(
     }
     Ok(Summary {
         config: cfg.clone(),
-        backend: backend.name().to_string(),
+        backend: backend_name,
         data: DataInfo {
             name: data.name.clone(),
             train: data.train.len(),

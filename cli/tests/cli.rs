@@ -92,6 +92,48 @@ fn short_train_prints_the_summary_json_and_writes_plot_and_summary() {
 }
 
 #[test]
+fn every_threshold_policy_trains() {
+    let out = tmp("policies");
+    for policy in ["fixed:0.02", "adaptive", "target:0.002", "budget:200"] {
+        let o = gradcast(&[
+            "train",
+            "--json",
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--threshold",
+            policy,
+            "--out",
+            p(&out),
+        ]);
+        assert!(o.status.success(), "{policy}: {}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["config"]["threshold"], policy);
+        assert_eq!(s["gradcast"]["replicas_identical"], true);
+        let msgs = s["rounds"].as_u64().unwrap() * 4;
+        let mix = &s["gradcast"]["epochs"][0]["encodings"];
+        let total: u64 = ["sparse", "bitmap", "dense"]
+            .iter()
+            .map(|k| mix[k].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, msgs, "{policy}: one message per worker and round");
+        if policy == "budget:200" {
+            // The byte budget holds for every message: at most 200 bytes per worker and round.
+            assert!(s["gradcast"]["bytes"].as_u64().unwrap() <= 200 * msgs);
+        }
+    }
+    // The core rejects a target sparsity of 1/16 or more: a usage error naming the option.
+    let o = gradcast(&["train", "--threshold", "target:0.5", "--out", p(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--threshold target:0.5"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn short_train_human_output_has_epochs_and_summary() {
     let out = tmp("train-human");
     let o = gradcast(&["train", "--epochs", "2", "--hidden", "16", "--out", p(&out)]);
