@@ -272,13 +272,13 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
         "epoch", "run", "loss", "test acc", "bytes", "tau", "density", "sparse/bitmap/dense"
     ));
     let summary = match a.backend {
-        BackendChoice::Cpu => train::train(&crate::backends::cpu()?, &cfg, &split, &mut human)?,
+        BackendChoice::Cpu => train::train(crate::backends::cpu()?, &cfg, &split, &mut human)?,
         #[cfg(feature = "opencl")]
         BackendChoice::OpenCl => {
-            train::train(&crate::backends::opencl()?, &cfg, &split, &mut human)?
+            train::train(crate::backends::opencl()?, &cfg, &split, &mut human)?
         }
         #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => train::train(&crate::backends::cuda()?, &cfg, &split, &mut human)?,
+        BackendChoice::Cuda => train::train(crate::backends::cuda()?, &cfg, &split, &mut human)?,
         #[allow(unreachable_patterns)]
         other => {
             return Err(CliError::Backend(format!(
