@@ -12,7 +12,7 @@ use crate::data::Split;
 use crate::error::CliError;
 use crate::model::Mlp;
 use crate::rng::SplitMix64;
-use crate::sharing::{Aggregate, DenseSharing, PhaseTimes, RoundStats, Sharing, encoder_for};
+use crate::sharing::{Aggregate, DenseSharing, PhaseTimes, Sharing, encoder_for};
 use crate::threshold::ThresholdSpec;
 use core::ops::ControlFlow;
 use gradcast_core::Backend;
@@ -20,7 +20,6 @@ use gradcast_core::barrier::Park;
 use gradcast_core::encoder::Encoder;
 use gradcast_core::round::workers::{self, Contribution, Work};
 use gradcast_core::round::{Accumulator, Local, RoundConfig, Step};
-use gradcast_core::wire::Encoding;
 use serde::Serialize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -214,7 +213,7 @@ fn shards(batch: &[usize], workers: usize) -> Vec<&[usize]> {
     out
 }
 
-/// One run's state across epochs.
+/// The dense baseline's state across epochs.
 struct Run<S: Sharing> {
     sharing: S,
     round: u64,
@@ -229,26 +228,6 @@ struct EpochAcc {
     loss: f64,
     loss_n: usize,
     bytes: u64,
-    tau: f64,
-    entries: f64,
-    messages: u64,
-    mix: EncodingMix,
-}
-
-impl EpochAcc {
-    fn add(&mut self, s: &RoundStats, n: usize) {
-        self.bytes += s.bytes;
-        for m in &s.messages {
-            self.tau += m.tau as f64;
-            self.entries += m.entries as f64 / n as f64;
-            self.messages += 1;
-            match m.encoding {
-                Encoding::Sparse => self.mix.sparse += 1,
-                Encoding::Bitmap => self.mix.bitmap += 1,
-                Encoding::Dense => self.mix.dense += 1,
-            }
-        }
-    }
 }
 
 impl<S: Sharing> Run<S> {
@@ -269,10 +248,8 @@ impl<S: Sharing> Run<S> {
         cfg: &TrainConfig,
         data: &Split,
         order: &[usize],
-        gradcast: bool,
         obs: &mut dyn Observer,
     ) -> Result<EpochRecord, CliError> {
-        let n = model.num_params();
         let mut acc = EpochAcc::default();
         let start = Instant::now();
         for batch in order.chunks(cfg.batch) {
@@ -320,7 +297,7 @@ impl<S: Sharing> Run<S> {
                 updates.push(u);
             }
             let stats = self.sharing.share(self.round, &updates)?;
-            acc.add(&stats, n);
+            acc.bytes += stats.bytes;
             self.round += 1;
             obs.round_done();
         }
@@ -328,22 +305,21 @@ impl<S: Sharing> Run<S> {
         self.bytes += acc.bytes;
         let params = self.sharing.params(0)?;
         let test_accuracy = model.accuracy(&params, &data.test)?;
-        let m = acc.messages.max(1) as f64;
         let rec = EpochRecord {
             epoch: self.records.len() + 1,
             loss: acc.loss / acc.loss_n.max(1) as f64,
             test_accuracy,
             bytes: acc.bytes,
             cumulative_bytes: self.bytes,
-            tau: gradcast.then(|| acc.tau / m),
-            density: gradcast.then(|| acc.entries / m),
-            encodings: gradcast.then_some(acc.mix),
+            tau: None,
+            density: None,
+            encodings: None,
         };
         self.records.push(rec.clone());
         Ok(rec)
     }
 
-    fn summary(&self, times: Option<PhaseTimes>) -> Result<RunSummary, CliError> {
+    fn summary(&self) -> Result<RunSummary, CliError> {
         let last = self.records.last();
         Ok(RunSummary {
             test_accuracy: last.map_or(0.0, |r| r.test_accuracy),
@@ -351,9 +327,9 @@ impl<S: Sharing> Run<S> {
             seconds: self.elapsed.as_secs_f64(),
             final_loss: last.map_or(0.0, |r| r.loss),
             replicas_identical: self.sharing.replicas_identical()?,
-            encode_seconds: times.map(|t| t.encode.as_secs_f64()),
-            exchange_seconds: times.map(|t| t.exchange.as_secs_f64()),
-            decode_seconds: times.map(|t| t.decode.as_secs_f64()),
+            encode_seconds: None,
+            exchange_seconds: None,
+            decode_seconds: None,
             epochs: self.records.clone(),
         })
     }
@@ -596,11 +572,11 @@ where
     let mut rng = SplitMix64::new(cfg.seed.wrapping_add(0xDA7A));
     for _ in 0..cfg.epochs {
         rng.shuffle(&mut order);
-        let d = dense.epoch(&model, cfg, data, &order, false, obs)?;
+        let d = dense.epoch(&model, cfg, data, &order, obs)?;
         let g = gc.epoch(&model, cfg, data, &order, obs)?;
         obs.epoch_done(&d, &g);
     }
-    let dense_summary = dense.summary(None)?;
+    let dense_summary = dense.summary()?;
     let gc_summary = gc.summary()?;
     for (name, s) in [("dense", &dense_summary), ("gradcast", &gc_summary)] {
         if !s.replicas_identical {
