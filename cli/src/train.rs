@@ -100,7 +100,7 @@ pub struct EpochRecord {
     pub bytes: u64,
     /// Bytes sent since the start.
     pub cumulative_bytes: u64,
-    /// gradcast: mean threshold of the epoch's messages.
+    /// gradcast: the threshold at the end of the epoch (mean over workers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tau: Option<f64>,
     /// gradcast: mean fraction of elements sent per message.
