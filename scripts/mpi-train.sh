@@ -23,7 +23,7 @@ for tool in mpirun mpicc; do
 done
 
 echo "== building gradcast with --features mpi"
-cargo build --release --locked -p gradcast-cli --features mpi
+cargo build --release -p gradcast-cli --features mpi
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
