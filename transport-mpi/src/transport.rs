@@ -366,10 +366,10 @@ impl MpiTransport {
         let dt = u64::equivalent_datatype();
         // SAFETY: `table` holds `table_words` u64 values and `tables` holds `size` times as
         // many, exactly what MPI_Allgather with these counts reads and writes; the datatype
-        // is MPI's u64 equivalent; the communicator is live. Every rank passes the same
-        // counts (`table_words` depends only on `parties`, checked equal on every rank by
-        // the table's own header; a rank with another `parties` gets a size-mismatch error
-        // from MPI instead of corrupting memory, since the receive counts are ours).
+        // is MPI's u64 equivalent; the communicator is live. MPI writes at most the receive
+        // counts given here, so even a rank built with another `parties` (another table
+        // size: an erroneous program, which MPI may report as truncation) cannot make it
+        // write past `tables`.
         let rc = unsafe {
             ffi::MPI_Allgather(
                 self.table.as_ptr() as *const c_void,
