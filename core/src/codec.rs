@@ -41,7 +41,6 @@ use crate::error::Error;
 use crate::wire::{
     self, Encoding, FLAG_SEGMENT, FLAG_TRUNCATED, HEADER_LEN, Header, MAX_ELEMENTS, MessageView,
 };
-use bitvec::prelude::*;
 use core::ops::Range;
 
 /// Which encoding [`encode`] writes.
@@ -371,11 +370,14 @@ pub fn encode(
         }
         Encoding::Bitmap => {
             payload.fill(0);
-            let bits = payload.view_bits_mut::<Lsb0>();
+            // Plain byte operations, here and in `decode_add`, not bitvec views: Miri's
+            // Stacked Borrows model flags bitvec 1.1's bit access (reads and writes; Tree
+            // Borrows accepts it), and the reference must be clean under both. The tests
+            // check this layout against bitvec's `Lsb0` view as an independent oracle.
             for_each_selected(seg, tau, &plan, |i, x| {
                 // Low bit of the pair: +tau; high bit: -tau.
-                let bit = if *x > 0.0 { 2 * i } else { 2 * i + 1 };
-                bits.set(bit, true);
+                let code: u8 = if *x > 0.0 { 0b01 } else { 0b10 };
+                payload[i / 4] |= code << (2 * (i % 4));
                 debit(x, tau);
             });
         }
@@ -451,12 +453,12 @@ pub fn decode_add(msg: &MessageView<'_>, target: &mut [f32]) -> Result<(), Error
             }
         }
         Encoding::Bitmap => {
-            let bits = msg.payload().view_bits::<Lsb0>();
+            let payload = msg.payload();
             for (i, t) in seg.iter_mut().enumerate() {
-                if bits[2 * i] {
-                    *t += tau;
-                } else if bits[2 * i + 1] {
-                    *t -= tau;
+                match (payload[i / 4] >> (2 * (i % 4))) & 0b11 {
+                    0b01 => *t += tau,
+                    0b10 => *t -= tau,
+                    _ => {}
                 }
             }
         }

@@ -805,3 +805,40 @@ fn format_md_matches_vectors() {
         "only {checked} vectors documented in FORMAT.md"
     );
 }
+
+/// The bitmap layout, checked against an independent bit-level view (bitvec's `Lsb0` order:
+/// element `i` is bits `2i` (+tau) and `2i + 1` (-tau) of the payload).
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "bitvec 1.1 fails Miri's Stacked Borrows model (see codec.rs)"
+)]
+fn bitmap_layout_matches_a_bitvec_view() {
+    use bitvec::prelude::*;
+    let runner_cases = config().cases;
+    let mut runner = proptest::test_runner::TestRunner::new(config());
+    runner
+        .run(
+            &(residual_strategy(300), tau_strategy()),
+            |(before, tau)| {
+                let mut after = before.clone();
+                let params = EncodeParams {
+                    mode: EncodingMode::Bitmap,
+                    ..EncodeParams::new(tau)
+                };
+                let msg = encode_vec(&mut after, &params).unwrap();
+                let view = MessageView::parse(&msg).unwrap();
+                let bits = view.payload().view_bits::<Lsb0>();
+                prop_assert_eq!(bits.len(), 8 * before.len().div_ceil(4));
+                for (i, x) in before.iter().enumerate() {
+                    let plus = bits[2 * i];
+                    let minus = bits[2 * i + 1];
+                    prop_assert_eq!(plus, x.abs() >= tau && *x > 0.0, "i={}", i);
+                    prop_assert_eq!(minus, x.abs() >= tau && *x < 0.0, "i={}", i);
+                }
+                prop_assert!(bits[2 * before.len()..].not_any(), "padding bits set");
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e} ({runner_cases} cases)"));
+}

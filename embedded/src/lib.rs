@@ -2,9 +2,10 @@
 //! static buffer, no allocator, no std.
 //!
 //! Built by CI for `thumbv7em-none-eabihf` (Cortex-M4F/M7F):
-//! `cargo build -p gradcast-core --target thumbv7em-none-eabihf --no-default-features --example embedded`.
-//! It is a library example (`crate-type = ["rlib"]` in core/Cargo.toml): firmware links it
-//! with its own runtime and calls [`encode_step`] once per round.
+//! `cargo build -p gradcast-embedded-example --target thumbv7em-none-eabihf`. It is a library
+//! (a crate of its own, so that the core's test-only dependencies are never built for the
+//! microcontroller): firmware links it with its own runtime and calls [`encode_step`] once
+//! per round. On the host its tests check it against the core's codec.
 #![no_std]
 
 use gradcast_core::codec::{self, EncodeParams};
@@ -48,4 +49,33 @@ pub fn encode_step(update: &[f32], tau: f32, sender: u32, round: u64) -> usize {
 pub fn with_message<R>(len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
     let out = MESSAGE.lock();
     f(&out[..len.min(MAX_MESSAGE)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_a_valid_message_and_keeps_the_rest() {
+        let mut update = [0.0f32; N];
+        update[3] = 0.75;
+        update[100] = -2.0;
+        update[4000] = 0.1;
+        let len = encode_step(&update, 0.5, 7, 1);
+        assert_eq!(len, 48 + 8, "two sparse entries");
+        with_message(len, |m| {
+            let v = gradcast_core::wire::MessageView::parse(m).unwrap();
+            assert_eq!(v.count(), 2);
+            assert_eq!(v.header().sender, 7);
+        });
+        // A wrong length is refused, and nothing is encoded.
+        assert_eq!(encode_step(&update[..10], 0.5, 7, 2), 0);
+        // The residual kept what was not sent: element 100 still holds -1.5, sent next round.
+        let len = encode_step(&[0.0; N], 0.5, 7, 3);
+        with_message(len, |m| {
+            let v = gradcast_core::wire::MessageView::parse(m).unwrap();
+            assert_eq!(v.count(), 1);
+            assert_eq!(v.sparse_entries().next(), Some(-101));
+        });
+    }
 }
