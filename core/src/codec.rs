@@ -278,6 +278,14 @@ impl Plan {
                 bytes: wire::message_len(encoding, n, entries),
             };
         }
+        // A payload past the header's u32 length field (dense or forced-sparse messages of
+        // N >= 2^30 elements) cannot be written: refuse before anything is committed.
+        if plan.bytes - HEADER_LEN > wire::MAX_PAYLOAD_LEN {
+            return Err(Error::TooManyElements {
+                n: n as u64,
+                max: (wire::MAX_PAYLOAD_LEN / 4) as u32,
+            });
+        }
         if out_len < plan.bytes {
             return Err(Error::BufferTooSmall {
                 needed: plan.bytes,

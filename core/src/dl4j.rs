@@ -233,6 +233,13 @@ impl<'a> Dl4jView<'a> {
 pub fn import(bytes: &[u8], sender: u32, round: u64, out: &mut [u8]) -> Result<usize, Error> {
     let view = Dl4jView::parse(bytes)?;
     let len = view.native_len();
+    if len - HEADER_LEN > wire::MAX_PAYLOAD_LEN {
+        // A half-code bitmap of N >= 2^30 elements has no dense native form.
+        return Err(Error::TooManyElements {
+            n: view.n as u64,
+            max: (wire::MAX_PAYLOAD_LEN / 4) as u32,
+        });
+    }
     if out.len() < len {
         return Err(Error::BufferTooSmall {
             needed: len,

@@ -107,14 +107,18 @@ pub fn payload_len(encoding: Encoding, n: u32, count: u32) -> u64 {
 }
 
 /// Exact length in bytes of a message with this encoding, N and count.
+///
+/// Saturates at `usize::MAX` instead of overflowing (on 32-bit targets).
 pub fn message_len(encoding: Encoding, n: usize, count: usize) -> usize {
-    HEADER_LEN
-        + match encoding {
-            Encoding::Sparse => 4 * count,
-            Encoding::Bitmap => n.div_ceil(4),
-            Encoding::Dense => 4 * n,
-        }
+    HEADER_LEN.saturating_add(match encoding {
+        Encoding::Sparse => count.saturating_mul(4),
+        Encoding::Bitmap => n.div_ceil(4),
+        Encoding::Dense => n.saturating_mul(4),
+    })
 }
+
+/// The largest payload a header can describe: its length field is a u32.
+pub const MAX_PAYLOAD_LEN: usize = u32::MAX as usize;
 
 /// The largest message [`crate::codec::encode`] writes for N elements in automatic or forced
 /// sparse-or-bitmap mode, whatever the residual: a buffer of this size never fails with
@@ -189,7 +193,9 @@ impl Header {
 
     /// Total message length in bytes.
     pub fn message_len(&self) -> usize {
-        HEADER_LEN + self.payload_len as usize
+        // Saturating: on a 32-bit target a hostile payload length near 4 GiB must not wrap;
+        // no buffer is that long, so the length comparison rejects it.
+        HEADER_LEN.saturating_add(self.payload_len as usize)
     }
 
     /// Parses and validates the 48 header bytes alone (no payload, no checksum check).

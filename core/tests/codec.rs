@@ -1,4 +1,6 @@
 //! Properties of the wire format and the reference codec (issue 2).
+// A std test binary.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use gradcast_core::codec::{self, EncodeParams, EncodingMode, SegmentRef};
 use gradcast_core::wire::{self, Encoding, HEADER_LEN, MessageView};
@@ -371,7 +373,8 @@ fn reseal(mut m: Vec<u8>) -> Vec<u8> {
 fn each_bad_input_has_its_own_error() {
     let good = hand_sparse(10, &[1, -3, 10], 0.5);
     assert!(MessageView::parse(&good).is_ok());
-    let cases: Vec<(Vec<u8>, fn(&Error) -> bool)> = vec![
+    type Case = (Vec<u8>, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         (good[..20].to_vec(), |e| {
             matches!(
                 e,
@@ -690,7 +693,7 @@ fn message_for_another_model_size_is_rejected() {
 fn dl4j_bitmap_half_code_imports_as_exact_dense() {
     // N = 3, tau = 1: element 0 +tau (M), element 1 -tau/2 (S only), element 2 -tau (M and S).
     let n = 3i32;
-    let w4: u32 = 1 | (1 << 16 + 1) | (1 << 2) | (1 << (2 + 16));
+    let w4: u32 = 1 | (1 << (16 + 1)) | (1 << 2) | (1 << (2 + 16));
     let words = [n, n, 1.0f32.to_bits() as i32, 1, w4 as i32];
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     let v = dl4j::Dl4jView::parse(&bytes).unwrap();

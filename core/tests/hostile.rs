@@ -2,6 +2,8 @@
 //! malformed message, packet or DL4J buffer gives a typed error without allocating.
 //!
 //! A counting global allocator measures allocations on this thread around each call.
+// A std test binary.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use gradcast_core::codec::{self, EncodeParams};
 use gradcast_core::wire::{self, MAX_ELEMENTS, MessageView};
@@ -168,4 +170,25 @@ fn dl4j_buffers_claiming_huge_sizes_are_rejected_cheaply() {
         assert!(r.is_err(), "{words:?} accepted");
         assert_eq!(allocs, 0);
     }
+}
+
+#[test]
+fn dense_messages_past_the_payload_length_field_are_refused_before_commit() {
+    use gradcast_core::codec::{EncodingMode, Plan};
+    // Planning is enough: a vector of 2^30 elements would need 4 GiB of payload.
+    let n = 1usize << 30;
+    let params = EncodeParams {
+        mode: EncodingMode::Dense,
+        ..EncodeParams::new(1.0)
+    };
+    let e = Plan::new(&params, n, 0, usize::MAX, |_| 0).unwrap_err();
+    assert!(matches!(e, Error::TooManyElements { .. }), "{e:?}");
+    let sparse = EncodeParams {
+        mode: EncodingMode::Sparse,
+        ..EncodeParams::new(1.0)
+    };
+    let e = Plan::new(&sparse, n, n, usize::MAX, |_| 0).unwrap_err();
+    assert!(matches!(e, Error::TooManyElements { .. }), "{e:?}");
+    // Just below the limit is fine.
+    assert!(Plan::new(&params, (1 << 30) - 12, 0, usize::MAX, |_| 0).is_ok());
 }

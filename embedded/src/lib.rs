@@ -9,13 +9,14 @@
 #![no_std]
 
 use gradcast_core::codec::{self, EncodeParams};
-use gradcast_core::wire;
+use gradcast_core::{Error, wire};
 use spin::Mutex;
 
 /// Parameters on the device.
 pub const N: usize = 4096;
 /// The largest message for N elements: a 48-byte header plus a 2-bit-per-element bitmap.
 pub const MAX_MESSAGE: usize = 48 + N.div_ceil(4);
+const _: () = assert!(MAX_MESSAGE == wire::HEADER_LEN + N.div_ceil(4));
 
 /// The worker's residual, statically allocated.
 static RESIDUAL: Mutex<[f32; N]> = Mutex::new([0.0; N]);
@@ -23,11 +24,28 @@ static RESIDUAL: Mutex<[f32; N]> = Mutex::new([0.0; N]);
 static MESSAGE: Mutex<[u8; MAX_MESSAGE]> = Mutex::new([0; MAX_MESSAGE]);
 
 /// Adds `update` to the residual, encodes it at threshold `tau` into the static message buffer
-/// and returns the message length (0 on a bad threshold, non-finite value or wrong length).
-pub fn encode_step(update: &[f32], tau: f32, sender: u32, round: u64) -> usize {
-    debug_assert_eq!(MAX_MESSAGE, wire::max_message_len(N));
+/// and returns the message length.
+///
+/// Nothing changes on error: the update and the threshold are checked before the residual is
+/// touched, so one bad update cannot poison the residual for later rounds.
+///
+/// # Errors
+/// [`Error::TargetSizeMismatch`] for an update of another length, [`Error::NonFinite`] for a
+/// NaN or infinite update value, [`Error::BadTau`] for a bad threshold.
+pub fn encode_step(update: &[f32], tau: f32, sender: u32, round: u64) -> Result<usize, Error> {
     if update.len() != N {
-        return 0;
+        return Err(Error::TargetSizeMismatch {
+            message_n: N as u32,
+            offset: 0,
+            target_len: update.len(),
+        });
+    }
+    codec::check_tau(tau)?;
+    if let Some((index, v)) = update.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            index,
+            bits: v.to_bits(),
+        });
     }
     let mut residual = RESIDUAL.lock();
     for (r, u) in residual.iter_mut().zip(update) {
@@ -39,10 +57,9 @@ pub fn encode_step(update: &[f32], tau: f32, sender: u32, round: u64) -> usize {
         round,
         ..EncodeParams::new(tau)
     };
-    match codec::encode(&mut residual[..], &params, &mut out[..]) {
-        Ok(summary) => summary.bytes,
-        Err(_) => 0,
-    }
+    // A finite residual plus a finite update can still overflow to infinity; the codec then
+    // refuses to encode (NonFinite) and the caller decides (e.g. reset the residual).
+    codec::encode(&mut residual[..], &params, &mut out[..]).map(|s| s.bytes)
 }
 
 /// Runs `f` on the last message written by [`encode_step`] (for the firmware's radio or bus).
@@ -61,17 +78,30 @@ mod tests {
         update[3] = 0.75;
         update[100] = -2.0;
         update[4000] = 0.1;
-        let len = encode_step(&update, 0.5, 7, 1);
+        let len = encode_step(&update, 0.5, 7, 1).unwrap();
         assert_eq!(len, 48 + 8, "two sparse entries");
         with_message(len, |m| {
             let v = gradcast_core::wire::MessageView::parse(m).unwrap();
             assert_eq!(v.count(), 2);
             assert_eq!(v.header().sender, 7);
         });
-        // A wrong length is refused, and nothing is encoded.
-        assert_eq!(encode_step(&update[..10], 0.5, 7, 2), 0);
+        // A wrong length, a NaN and a bad threshold are refused, and change nothing.
+        assert!(matches!(
+            encode_step(&update[..10], 0.5, 7, 2),
+            Err(Error::TargetSizeMismatch { .. })
+        ));
+        let mut poisoned = [0.0f32; N];
+        poisoned[9] = f32::NAN;
+        assert!(matches!(
+            encode_step(&poisoned, 0.5, 7, 2),
+            Err(Error::NonFinite { index: 9, .. })
+        ));
+        assert!(matches!(
+            encode_step(&[0.0; N], -1.0, 7, 2),
+            Err(Error::BadTau { .. })
+        ));
         // The residual kept what was not sent: element 100 still holds -1.5, sent next round.
-        let len = encode_step(&[0.0; N], 0.5, 7, 3);
+        let len = encode_step(&[0.0; N], 0.5, 7, 3).unwrap();
         with_message(len, |m| {
             let v = gradcast_core::wire::MessageView::parse(m).unwrap();
             assert_eq!(v.count(), 1);

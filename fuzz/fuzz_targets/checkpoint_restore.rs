@@ -44,9 +44,7 @@ fuzz_target!(|data: &[u8]| {
     // it), so the fuzzer reaches the checks behind it.
     if data.len() >= 32 {
         let mut v = data.to_vec();
-        let mut d = Vec::with_capacity(v.len());
-        d.extend_from_slice(&v[..28]);
-        let sum = gradcast_core::wire::checksum(&d, &v[32..]);
+        let sum = gradcast_core::wire::checksum(&v[..28], &v[32..]);
         v[28..32].copy_from_slice(&sum.to_le_bytes());
         check(&v);
     }
@@ -61,6 +59,7 @@ fn check(data: &[u8]) {
     }
     let mut scratch = vec![0.0f32; N];
     let mut enc = plain();
+    let before = enc.save_alloc(&Reference, &vec![0.0f32; N]).unwrap();
     let mut residual = vec![0.25f32; N];
     if enc
         .restore(&Reference, data, &mut residual, &mut scratch)
@@ -70,8 +69,14 @@ fn check(data: &[u8]) {
             residual.iter().all(|x| *x == 0.25),
             "a failed restore changed the residual"
         );
+        let after = enc.save_alloc(&Reference, &vec![0.0f32; N]).unwrap();
+        assert_eq!(
+            before, after,
+            "a failed restore changed the encoder's state"
+        );
     }
     let mut enc = segmented();
+    let before = enc.save_alloc(&Reference, &vec![0.0f32; N]).unwrap();
     let mut residual = vec![0.25f32; N];
     if enc
         .restore(&Reference, data, &mut residual, &mut scratch)
@@ -80,6 +85,11 @@ fn check(data: &[u8]) {
         assert!(
             residual.iter().all(|x| *x == 0.25),
             "a failed restore changed the residual"
+        );
+        let after = enc.save_alloc(&Reference, &vec![0.0f32; N]).unwrap();
+        assert_eq!(
+            before, after,
+            "a failed restore changed the encoder's state"
         );
     }
 }
