@@ -7,10 +7,7 @@
 //! computed with the `crc32` instruction; elsewhere this is [`wire::checksum`]. Both give the
 //! same value (tested).
 
-use gradcast_core::wire::{self, HEADER_LEN, Header};
-
-/// Offset of the checksum field in the header; the CRC covers the bytes before it.
-const CHECKSUM_AT: usize = HEADER_LEN - 4;
+use gradcast_core::wire::{self, Header};
 
 /// The CRC-32C of a header's first 44 bytes followed by a payload: [`wire::checksum`].
 pub fn checksum(header_prefix: &[u8], payload: &[u8]) -> u32 {
@@ -134,21 +131,17 @@ fn combine(mut crc_a: u32, crc_b: u32, mut len_b: u64) -> u32 {
 }
 
 /// [`wire::seal`] with [`checksum`]: writes the header and its CRC-32C in front of a payload
-/// already in `out[HEADER_LEN..header.message_len()]`; returns the message length.
+/// already in `out[wire::HEADER_LEN..header.message_len()]`; returns the message length.
 /// `out` must hold the message (the caller sized it with `Plan`).
-pub(crate) fn seal(out: &mut [u8], mut header: Header) -> usize {
-    let total = header.message_len();
-    header.checksum = 0;
-    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-    let sum = checksum(&out[..CHECKSUM_AT], &out[HEADER_LEN..total]);
-    out[CHECKSUM_AT..HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
-    total
+pub(crate) fn seal(out: &mut [u8], header: Header) -> usize {
+    wire::seal_with(out, header, checksum)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use gradcast_core::codec::{EncodeParams, EncodingMode, Plan};
+    use gradcast_core::wire::HEADER_LEN;
 
     #[test]
     fn the_fast_crc_is_the_wire_crc() {

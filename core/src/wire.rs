@@ -521,11 +521,24 @@ impl<'a> MessageView<'a> {
 /// # Panics
 /// When `out` is shorter than the message (a sizing bug of the caller: size `out` with
 /// [`crate::codec::Plan`], which reports [`Error::BufferTooSmall`] instead).
-pub fn seal(out: &mut [u8], mut header: Header) -> usize {
+pub fn seal(out: &mut [u8], header: Header) -> usize {
+    seal_with(out, header, checksum)
+}
+
+/// [`seal`] with another implementation of the same CRC-32C (`crc(header_prefix, payload)`
+/// must equal [`checksum`]), for backends with a faster one (a hardware CRC instruction).
+///
+/// # Panics
+/// As [`seal`].
+pub fn seal_with(
+    out: &mut [u8],
+    mut header: Header,
+    crc: impl FnOnce(&[u8], &[u8]) -> u32,
+) -> usize {
     let total = header.message_len();
     header.checksum = 0;
     out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-    let sum = checksum(&out[..CHECKSUM_AT], &out[HEADER_LEN..total]);
+    let sum = crc(&out[..CHECKSUM_AT], &out[HEADER_LEN..total]);
     out[CHECKSUM_AT..HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
     total
 }
