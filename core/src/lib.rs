@@ -20,7 +20,8 @@
 //!
 //! Without features the crate needs neither `std` nor `alloc`: it builds for
 //! `thumbv7em-none-eabihf`. Feature `alloc` adds heap-backed conveniences, `std` adds
-//! threads and `std::error::Error` integration.
+//! parking, panic poisoning and the worker-thread helper. The error type implements
+//! `core::error::Error`.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
