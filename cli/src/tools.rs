@@ -75,7 +75,14 @@ pub struct DecodeArgs {
     /// Message format.
     #[arg(long, value_enum, default_value_t = Format::Native)]
     pub format: Format,
+    /// Refuse messages that describe a vector longer than this many f32 values (4 bytes
+    /// each), before allocating it: a 48-byte header may claim up to 2^31 - 1 elements.
+    #[arg(long, default_value_t = DEFAULT_MAX_ELEMENTS)]
+    pub max_elements: u64,
 }
+
+/// The default of `decode --max-elements`: 2^28 f32 values, a 1 GiB vector.
+pub const DEFAULT_MAX_ELEMENTS: u64 = 1 << 28;
 
 /// Options of `gradcast inspect`.
 #[derive(Debug, Args)]
@@ -230,9 +237,9 @@ fn parse_all<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<MessageView<'a>>, C
 }
 
 /// The length of the vector a packet's messages cover.
-fn vector_len(msgs: &[MessageView<'_>]) -> usize {
+fn vector_len(msgs: &[MessageView<'_>]) -> u64 {
     msgs.iter()
-        .map(|m| m.header().offset as usize + m.n() as usize)
+        .map(|m| u64::from(m.header().offset) + u64::from(m.n()))
         .max()
         .unwrap_or(0)
 }
@@ -245,6 +252,21 @@ pub fn decode(a: &DecodeArgs) -> Result<(), CliError> {
     let bytes = native_bytes(&a.input, a.format)?;
     let msgs = parse_all(&a.input, &bytes)?;
     let n = vector_len(&msgs);
+    // The header's N is untrusted: check it before allocating 4 N bytes.
+    let n = match usize::try_from(n) {
+        Ok(n) if n as u64 <= a.max_elements => n,
+        _ => {
+            return Err(CliError::bad_file(
+                &a.input,
+                format!(
+                    "the message(s) describe a vector of {n} f32 values ({} bytes), more than \
+                     --max-elements {}; raise --max-elements to decode it",
+                    n.saturating_mul(4),
+                    a.max_elements
+                ),
+            ));
+        }
+    };
     let mut v = vec![0.0f32; n];
     for (i, m) in msgs.iter().enumerate() {
         codec::decode_add(m, &mut v)
@@ -300,32 +322,66 @@ pub struct MessageReport {
     pub compression_ratio: f64,
 }
 
+/// Statistics of the values a message decodes to, straight from its validated entries (no
+/// vector of N is allocated: N may be up to 2^31 - 1 whatever the message's size).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct DecodedStats {
+    positive: u64,
+    negative: u64,
+    sum: f64,
+    max_abs: f32,
+}
+
+impl DecodedStats {
+    fn add(&mut self, x: f32) {
+        if x > 0.0 {
+            self.positive += 1;
+        } else if x < 0.0 {
+            self.negative += 1;
+        }
+        self.sum += x as f64;
+        self.max_abs = self.max_abs.max(x.abs());
+    }
+
+    fn of(m: &MessageView<'_>) -> Self {
+        let mut s = DecodedStats::default();
+        let tau = m.tau();
+        match m.encoding() {
+            // Validated entries are distinct (strictly ascending indices), so each element
+            // decodes to exactly +tau or -tau.
+            Encoding::Sparse => {
+                for e in m.sparse_entries() {
+                    s.add(if e > 0 { tau } else { -tau });
+                }
+            }
+            Encoding::Bitmap => {
+                for i in 0..m.n() as usize {
+                    match m.bitmap_code(i) {
+                        0b01 => s.add(tau),
+                        0b10 => s.add(-tau),
+                        _ => {}
+                    }
+                }
+            }
+            Encoding::Dense => {
+                for v in m.dense_values() {
+                    s.add(v);
+                }
+            }
+        }
+        s
+    }
+}
+
 fn report(m: &MessageView<'_>) -> MessageReport {
     let h = m.header();
     let n = m.n() as usize;
-    let mut v = vec![0.0f32; n];
-    // A validated plain message always fits a vector of its own N; segments are decoded
-    // relative to their own start.
-    let local = MessageView::parse(m.as_bytes()).ok();
-    let mut positive = 0u64;
-    let mut negative = 0u64;
-    let mut sum = 0.0f64;
-    let mut max_abs = 0.0f32;
-    if let Some(local) = local {
-        let mut full = vec![0.0f32; h.offset as usize + n];
-        if codec::decode_add(&local, &mut full).is_ok() {
-            v.copy_from_slice(&full[h.offset as usize..]);
-        }
-    }
-    for &x in &v {
-        if x > 0.0 {
-            positive += 1;
-        } else if x < 0.0 {
-            negative += 1;
-        }
-        sum += x as f64;
-        max_abs = max_abs.max(x.abs());
-    }
+    let DecodedStats {
+        positive,
+        negative,
+        sum,
+        max_abs,
+    } = DecodedStats::of(m);
     let bytes = m.as_bytes().len();
     MessageReport {
         version: wire::VERSION,
@@ -445,4 +501,40 @@ pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
         println!("  vs raw f32       {:.1}x smaller", r.compression_ratio);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statistics from the entries equal those of the decoded vector, for every encoding.
+    #[test]
+    fn stats_from_entries_match_the_decoded_vector() {
+        let input: Vec<f32> = (0..103)
+            .map(|i| ((i * 37 % 19) as f32 - 9.0) * 0.25)
+            .collect();
+        for mode in [
+            EncodingMode::Sparse,
+            EncodingMode::Bitmap,
+            EncodingMode::Dense,
+        ] {
+            let mut residual = input.clone();
+            let params = EncodeParams {
+                mode,
+                ..EncodeParams::new(1.0)
+            };
+            let n = input.len();
+            let mut out = vec![0u8; wire::dense_message_len(n).max(wire::max_message_len(n))];
+            let s = codec::encode(&mut residual, &params, &mut out).unwrap();
+            let m = MessageView::parse(&out[..s.bytes]).unwrap();
+            let mut v = vec![0.0f32; input.len()];
+            codec::decode_add(&m, &mut v).unwrap();
+            let mut want = DecodedStats::default();
+            for &x in &v {
+                want.add(x);
+            }
+            assert_eq!(DecodedStats::of(&m), want, "{mode:?}");
+            assert!(want.positive > 0 && want.negative > 0, "{mode:?}");
+        }
+    }
 }
