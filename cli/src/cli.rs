@@ -226,6 +226,9 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
     };
     cfg.validate()?;
     let split = load_data(&a.data, a.seed)?;
+    let n = cfg
+        .model(split.train.dim, split.train.classes)?
+        .num_params();
     std::fs::create_dir_all(&a.out).map_err(|source| CliError::Io {
         action: "create directory",
         path: a.out.clone(),
@@ -244,7 +247,6 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
         bar,
         print: !a.json,
     };
-    let n = (split.train.dim + 1) * cfg.hidden + (cfg.hidden + 1) * split.train.classes;
     human.line(&format!(
         "gradcast train: {} ({} train / {} test samples, {} features), MLP {}-{}-{} \
          ({n} parameters)",

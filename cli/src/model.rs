@@ -31,6 +31,19 @@ struct Blocks {
 }
 
 impl Mlp {
+    /// Number of parameters N, `(input + 1) * hidden + (hidden + 1) * classes`, or `None` when
+    /// it overflows `usize`. Shapes from the command line go through
+    /// [`crate::train::TrainConfig::model`], which also bounds it.
+    pub fn checked_num_params(&self) -> Option<usize> {
+        let w1 = self.input.checked_mul(self.hidden)?;
+        let w2 = self.hidden.checked_mul(self.classes)?;
+        w1.checked_add(self.hidden)?
+            .checked_add(w2)?
+            .checked_add(self.classes)
+    }
+
+    /// The blocks' ranges. The shape must have a representable parameter count
+    /// ([`Mlp::checked_num_params`]); otherwise this panics on overflow in debug builds.
     fn blocks(&self) -> Blocks {
         let w1 = 0..self.input * self.hidden;
         let b1 = w1.end..w1.end + self.hidden;

@@ -390,11 +390,8 @@ mod imp {
                 source,
             })?;
         }
-        let model = Mlp {
-            input: data.train.dim,
-            hidden: cfg.hidden,
-            classes: data.train.classes,
-        };
+        // This rank's memory: its `p` workers.
+        let model = cfg.model(data.train.dim, data.train.classes)?;
         let n = model.num_params();
         let init = model.init(cfg.seed);
         let backend = crate::backends::cpu()?;

@@ -83,9 +83,70 @@ impl TrainConfig {
         if self.hidden == 0 {
             return bad("--hidden must be at least 1".into());
         }
+        // Whatever the data, N >= 2 * hidden + 1 (one input, one class).
+        if self.hidden > MAX_PARAMS / 2 {
+            return bad(format!(
+                "--hidden {}: the model would have more than {MAX_PARAMS} parameters",
+                self.hidden
+            ));
+        }
         Ok(())
     }
+
+    /// The MLP `input -> hidden -> classes` for data of `input` features and `classes`
+    /// classes, its parameter count N checked: computed without overflow, at most
+    /// [`MAX_PARAMS`] (the wire format's limit), and `N x workers` at most
+    /// [`MAX_PARAMS_TIMES_WORKERS`] (memory).
+    ///
+    /// # Errors
+    /// [`CliError::Usage`] naming `--hidden`.
+    pub fn model(&self, input: usize, classes: usize) -> Result<Mlp, CliError> {
+        let model = Mlp {
+            input,
+            hidden: self.hidden,
+            classes,
+        };
+        let shape = format!("MLP {input}-{}-{classes}", self.hidden);
+        let n = model.checked_num_params().ok_or_else(|| {
+            CliError::Usage(format!(
+                "--hidden {}: the parameter count of the {shape} overflows",
+                self.hidden
+            ))
+        })?;
+        if n > MAX_PARAMS {
+            return Err(CliError::Usage(format!(
+                "--hidden {}: the {shape} has {n} parameters, more than the {MAX_PARAMS} a \
+                 gradcast message can describe; lower --hidden",
+                self.hidden
+            )));
+        }
+        if (n as u64).saturating_mul(self.workers as u64) > MAX_PARAMS_TIMES_WORKERS {
+            return Err(CliError::Usage(format!(
+                "--hidden {}: the {shape} has {n} parameters; with {} workers that is more \
+                 than {MAX_PARAMS_TIMES_WORKERS} parameters x workers (every worker holds \
+                 several f32 copies: about {} GiB in all); lower --hidden or --workers",
+                self.hidden,
+                self.workers,
+                (n as u64)
+                    .saturating_mul(self.workers as u64)
+                    .saturating_mul(4 * COPIES)
+                    >> 30
+            )));
+        }
+        Ok(model)
+    }
 }
+
+/// The most parameters N a model may have: the wire format's element limit.
+pub const MAX_PARAMS: usize = gradcast_core::wire::MAX_ELEMENTS as usize;
+
+/// The most `N x workers`: the job holds about [`COPIES`] f32 copies of the parameters per
+/// worker (replicas of both runs, residual, update, gradient, autodiff tensors), so `2^30`
+/// keeps it near 40 GiB.
+pub const MAX_PARAMS_TIMES_WORKERS: u64 = 1 << 30;
+
+/// About how many f32 vectors of N the job holds per worker (for the error message).
+const COPIES: u64 = 10;
 
 /// One epoch of one run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -559,11 +620,7 @@ where
     if data.train.is_empty() || data.test.is_empty() {
         return Err(CliError::Train("the training or test set is empty".into()));
     }
-    let model = Mlp {
-        input: data.train.dim,
-        hidden: cfg.hidden,
-        classes: data.train.classes,
-    };
+    let model = cfg.model(data.train.dim, data.train.classes)?;
     let init = model.init(cfg.seed);
     let mut dense = Run::new(DenseSharing::new(&init, cfg.workers, cfg.aggregate));
     let backend_name = backend.name().to_string();
@@ -607,6 +664,44 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(hidden: usize, workers: usize) -> TrainConfig {
+        TrainConfig {
+            workers,
+            epochs: 1,
+            batch: 64,
+            lr: 0.05,
+            seed: 1,
+            hidden,
+            threshold: ThresholdSpec::Fixed(0.01),
+            aggregate: Aggregate::Mean,
+        }
+    }
+
+    #[test]
+    fn the_parameter_count_is_checked() {
+        assert_eq!(cfg(128, 4).model(64, 10).unwrap().num_params(), 9610);
+        let usage = |r: Result<_, CliError>, want: &str| match r {
+            Err(CliError::Usage(m)) => assert!(m.contains(want), "{m}"),
+            other => panic!("expected a usage error with {want:?}, got {other:?}"),
+        };
+        // Overflows usize.
+        usage(cfg(usize::MAX / 2, 4).model(64, 10), "overflows");
+        usage(cfg(usize::MAX, 1).model(usize::MAX, 1), "overflows");
+        // Fits usize, not a message: (64 + 1) * 40M > 2^31 - 1.
+        usage(cfg(40_000_000, 1).model(64, 10), "--hidden 40000000");
+        usage(cfg(40_000_000, 1).model(64, 10), "a gradcast message");
+        // Fits a message, not memory with 64 workers.
+        usage(cfg(1_000_000, 64).model(64, 10), "--workers");
+        assert!(cfg(1_000_000, 1).model(64, 10).is_ok());
+        // validate() rejects what no data could make fit.
+        let e = cfg(usize::MAX, 4).validate().unwrap_err();
+        assert!(
+            matches!(&e, CliError::Usage(m) if m.contains("--hidden")),
+            "{e}"
+        );
+        assert!(cfg(128, 4).validate().is_ok());
+    }
 
     #[test]
     fn shards_cover_the_batch() {

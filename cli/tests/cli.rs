@@ -237,6 +237,8 @@ fn bad_arguments_fail_with_usage_errors() {
             "expected `digits` or `idx:DIR`",
         ),
         (&["train", "--epochs", "0"], "--epochs"),
+        (&["train", "--hidden", "40000000"], "--hidden 40000000"),
+        (&["train", "--hidden", "18446744073709551615"], "--hidden"),
         (&["encode", "a", "b", "--tau", "0"], "--tau"),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
