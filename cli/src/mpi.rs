@@ -496,8 +496,11 @@ mod imp {
                 let params = vec![dense.clone(); p];
                 let grads = gradients(&model, &cfg, &data, &mine, &params)?;
                 local_sum.fill(0.0);
-                for (loss, g) in &grads {
-                    dense_loss += *loss as f64;
+                for ((loss, g), idx) in grads.iter().zip(&mine) {
+                    // An empty shard (a last batch smaller than W) has no loss to average.
+                    if !idx.is_empty() {
+                        dense_loss += *loss as f64;
+                    }
                     for (s, v) in local_sum.iter_mut().zip(g) {
                         *s += *v;
                     }
@@ -522,9 +525,12 @@ mod imp {
                 let grads = gradients(&model, &cfg, &data, &mine, &params)?;
                 let ups: Vec<Vec<f32>> = grads
                     .into_iter()
-                    .map(|(loss, g)| {
-                        gc_loss += loss as f64;
-                        loss_n += 1.0;
+                    .zip(&mine)
+                    .map(|((loss, g), idx)| {
+                        if !idx.is_empty() {
+                            gc_loss += loss as f64;
+                            loss_n += 1.0;
+                        }
                         g
                     })
                     .collect();

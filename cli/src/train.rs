@@ -345,7 +345,7 @@ impl<S: Sharing> Run<S> {
                     .collect()
             });
             let mut updates = Vec::with_capacity(cfg.workers);
-            for r in results {
+            for (r, idx) in results.into_iter().zip(&parts) {
                 let (loss, u) = r?;
                 if !loss.is_finite() {
                     return Err(CliError::Train(format!(
@@ -353,8 +353,11 @@ impl<S: Sharing> Run<S> {
                         self.round
                     )));
                 }
-                acc.loss += loss as f64;
-                acc.loss_n += 1;
+                // An empty shard (a last batch smaller than P) has no loss to average.
+                if !idx.is_empty() {
+                    acc.loss += loss as f64;
+                    acc.loss_n += 1;
+                }
                 updates.push(u);
             }
             let stats = self.sharing.share(self.round, &updates)?;
@@ -491,7 +494,9 @@ where
     ) -> Result<EpochRecord, CliError> {
         let n = self.n;
         let batches: Vec<&[usize]> = order.chunks(cfg.batch).collect();
-        let losses = Mutex::new(vec![0.0f32; batches.len() * cfg.workers]);
+        // Per round and worker: the shard's loss, `None` for an empty shard (a last batch
+        // smaller than P), which has no loss to average.
+        let losses = Mutex::new(vec![None::<f32>; batches.len() * cfg.workers]);
         let mut bytes = 0u64;
         let start = Instant::now();
         let work = |w: &mut Work<'_, B>| -> Result<Contribution, CliError> {
@@ -518,7 +523,7 @@ where
                 .upload(&g, w.update)
                 .map_err(be("upload update"))?;
             if let Ok(mut l) = losses.lock() {
-                l[w.step as usize * cfg.workers + w.party] = loss;
+                l[w.step as usize * cfg.workers + w.party] = (!idx.is_empty()).then_some(loss);
             }
             Ok(Contribution::Update)
         };
@@ -557,14 +562,18 @@ where
         }
         let d: Vec<u64> = now.iter().zip(&self.seen).map(|(a, b)| a - b).collect();
         self.seen = now;
-        let loss = losses
+        let losses = losses
             .into_inner()
             .map_err(|_| CliError::Train("a worker panicked".into()))?;
+        let (loss_sum, loss_n) = losses
+            .iter()
+            .flatten()
+            .fold((0.0f64, 0usize), |(s, k), &l| (s + l as f64, k + 1));
         let params = self.params(0)?;
         let test_accuracy = model.accuracy(&params, &data.test)?;
         let rec = EpochRecord {
             epoch: self.records.len() + 1,
-            loss: loss.iter().map(|&l| l as f64).sum::<f64>() / loss.len().max(1) as f64,
+            loss: loss_sum / loss_n.max(1) as f64,
             test_accuracy,
             bytes,
             cumulative_bytes: self.bytes,
@@ -701,6 +710,38 @@ mod tests {
             "{e}"
         );
         assert!(cfg(128, 4).validate().is_ok());
+    }
+
+    /// A last batch smaller than P leaves shards empty: they do not count in the mean loss.
+    #[test]
+    fn empty_shards_do_not_dilute_the_loss() {
+        let all = crate::data::digits().unwrap();
+        let data = Split {
+            name: "five".into(),
+            train: all.select(&[0, 1, 2, 3, 4]),
+            test: all.select(&[5, 6, 7]),
+        };
+        // Batch 4 over 4 workers: one sample per shard; the last batch has 1 sample and 3
+        // empty shards. A negligible lr keeps the parameters at their initial values.
+        let c = TrainConfig {
+            batch: 4,
+            lr: 1e-9,
+            hidden: 8,
+            ..cfg(8, 4)
+        };
+        let s = train(crate::backends::cpu().unwrap(), &c, &data, &mut Quiet).unwrap();
+        let model = c.model(64, 10).unwrap();
+        let init = model.init(c.seed);
+        let (want, _) = model
+            .loss_and_grad(&init, &data.train.features, &data.train.labels)
+            .unwrap();
+        for (run, r) in [("dense", &s.dense), ("gradcast", &s.gradcast)] {
+            let got = r.epochs[0].loss;
+            assert!(
+                (got - want as f64).abs() < 1e-5,
+                "{run}: epoch loss {got}, mean loss of the 5 samples {want}"
+            );
+        }
     }
 
     #[test]
