@@ -168,16 +168,33 @@ impl Observer for Human {
     }
 
     fn epoch_done(&mut self, d: &EpochRecord, g: &EpochRecord) {
-        self.line(&format!(
+        for l in epoch_lines(d, g) {
+            self.line(&l);
+        }
+    }
+}
+
+/// The heading of the per-epoch table (in-process and `--transport mpi` runs).
+pub fn epoch_heading() -> String {
+    format!(
+        "{:>5}  {:<8} {:>7} {:>9} {:>10} {:>9} {:>9}  {}",
+        "epoch", "run", "loss", "test acc", "bytes", "tau", "density", "sparse/bitmap/dense"
+    )
+}
+
+/// One epoch's two table rows, dense then gradcast (in-process and `--transport mpi` runs).
+pub fn epoch_lines(d: &EpochRecord, g: &EpochRecord) -> [String; 2] {
+    let mix = g.encodings.unwrap_or_default();
+    [
+        format!(
             "{:>5}  {:<8} {:>7.4} {:>8.2}% {:>10}",
             d.epoch,
             "dense",
             d.loss,
             100.0 * d.test_accuracy,
             human_bytes(d.bytes)
-        ));
-        let mix = g.encodings.unwrap_or_default();
-        self.line(&format!(
+        ),
+        format!(
             "{:>5}  {:<8} {:>7.4} {:>8.2}% {:>10} {:>9.2e} {:>8.3}%  {}/{}/{}",
             "",
             "gradcast",
@@ -189,8 +206,8 @@ impl Observer for Human {
             mix.sparse,
             mix.bitmap,
             mix.dense
-        ));
-    }
+        ),
+    ]
 }
 
 /// Bytes with a decimal unit (B, kB, MB, GB).
@@ -269,10 +286,7 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
         a.backend
     ));
     human.line("");
-    human.line(&format!(
-        "{:>5}  {:<8} {:>7} {:>9} {:>10} {:>9} {:>9}  {}",
-        "epoch", "run", "loss", "test acc", "bytes", "tau", "density", "sparse/bitmap/dense"
-    ));
+    human.line(&epoch_heading());
     let summary = match a.backend {
         BackendChoice::Cpu => train::train(crate::backends::cpu()?, &cfg, &split, &mut human)?,
         #[cfg(feature = "opencl")]

@@ -71,12 +71,12 @@ pub fn train(a: &TrainArgs) -> Result<(), CliError> {
 mod imp {
     use super::*;
     use crate::backends::BackendChoice;
-    use crate::cli::{human_bytes, load_data};
-    use crate::data::Split;
-    use crate::model::Mlp;
+    use crate::cli::{epoch_heading, epoch_lines, human_bytes, load_data};
     use crate::rng::SplitMix64;
-    use crate::sharing::{Aggregate, make_encoder};
-    use crate::train::{DataInfo, EncodingMix, EpochRecord, RunSummary, Summary, TrainConfig};
+    use crate::sharing::{Aggregate, make_encoder, replicas_identical};
+    use crate::train::{
+        DataInfo, EncodingMix, EpochRecord, RunSummary, Summary, TrainConfig, gradients, shard,
+    };
     use gradcast_core::Backend;
     use gradcast_core::barrier::Park;
     use gradcast_core::packet::{Messages, PartyEncoder};
@@ -189,60 +189,6 @@ mod imp {
             world.abort(1);
         }
         result
-    }
-
-    /// Splits `batch` into `parts` contiguous shards whose sizes differ by at most one
-    /// (the in-process run's rule).
-    fn shard(batch: &[usize], parts: usize, i: usize) -> &[usize] {
-        let base = batch.len() / parts;
-        let extra = batch.len() % parts;
-        let start = i * base + i.min(extra);
-        &batch[start..start + base + usize::from(i < extra)]
-    }
-
-    /// This rank's workers' `(loss, lr * gradient)` for one round, one thread each.
-    fn gradients(
-        model: &Mlp,
-        cfg: &TrainConfig,
-        data: &Split,
-        shards: &[&[usize]],
-        params: &[Vec<f32>],
-    ) -> Result<Vec<(f32, Vec<f32>)>, CliError> {
-        let results: Vec<Result<(f32, Vec<f32>), CliError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = shards
-                .iter()
-                .zip(params)
-                .map(|(idx, params)| {
-                    s.spawn(move || {
-                        let shard = data.train.select(idx);
-                        let (loss, mut g) =
-                            model.loss_and_grad(params, &shard.features, &shard.labels)?;
-                        for v in &mut g {
-                            *v *= cfg.lr;
-                        }
-                        Ok((loss, g))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(CliError::Train("a worker thread panicked".into())))
-                })
-                .collect()
-        });
-        let mut out = Vec::with_capacity(results.len());
-        for r in results {
-            let (loss, g) = r?;
-            if !loss.is_finite() {
-                return Err(CliError::Train(
-                    "the loss diverged (non-finite); lower --lr".into(),
-                ));
-            }
-            out.push((loss, g));
-        }
-        Ok(out)
     }
 
     type Acc<B> = Accumulator<B, CountingEncoder<B>, MpiTransport, Park>;
@@ -470,10 +416,7 @@ mod imp {
                 cfg.threshold
             );
             println!();
-            println!(
-                "{:>5}  {:<8} {:>7} {:>9} {:>10} {:>9} {:>9}  sparse/bitmap/dense",
-                "epoch", "run", "loss", "test acc", "bytes", "tau", "density"
-            );
+            println!("{}", epoch_heading());
         }
 
         let mut order: Vec<usize> = (0..data.train.len()).collect();
@@ -494,7 +437,7 @@ mod imp {
             for batch in order.chunks(cfg.batch) {
                 let mine: Vec<&[usize]> = (0..p).map(|j| shard(batch, w, rank * p + j)).collect();
                 let params = vec![dense.clone(); p];
-                let grads = gradients(&model, &cfg, &data, &mine, &params)?;
+                let grads = gradients(&model, &cfg, &data, &mine, &params, dense_rounds + rounds)?;
                 local_sum.fill(0.0);
                 for ((loss, g), idx) in grads.iter().zip(&mine) {
                     // An empty shard (a last batch smaller than W) has no loss to average.
@@ -522,7 +465,7 @@ mod imp {
                 let params = (0..p)
                     .map(|j| gc.params(j))
                     .collect::<Result<Vec<_>, _>>()?;
-                let grads = gradients(&model, &cfg, &data, &mine, &params)?;
+                let grads = gradients(&model, &cfg, &data, &mine, &params, gc.round)?;
                 let ups: Vec<Vec<f32>> = grads
                     .into_iter()
                     .zip(&mine)
@@ -590,27 +533,9 @@ mod imp {
                 encodings: Some(mix),
             };
             if human {
-                println!(
-                    "{:>5}  {:<8} {:>7.4} {:>8.2}% {:>10}",
-                    d.epoch,
-                    "dense",
-                    d.loss,
-                    100.0 * d.test_accuracy,
-                    human_bytes(d.bytes)
-                );
-                println!(
-                    "{:>5}  {:<8} {:>7.4} {:>8.2}% {:>10} {:>9.2e} {:>8.3}%  {}/{}/{}",
-                    "",
-                    "gradcast",
-                    g.loss,
-                    100.0 * g.test_accuracy,
-                    human_bytes(g.bytes),
-                    g.tau.unwrap_or(0.0),
-                    100.0 * g.density.unwrap_or(0.0),
-                    mix.sparse,
-                    mix.bitmap,
-                    mix.dense
-                );
+                for l in epoch_lines(&d, &g) {
+                    println!("{l}");
+                }
             }
             dense_records.push(d);
             gc_records.push(g);
@@ -618,14 +543,7 @@ mod imp {
 
         // Checksums: every replica of this rank, then every rank.
         let gc_params = gc.params(0)?;
-        let mut local_identical = true;
-        for j in 1..p {
-            local_identical &= gc
-                .params(j)?
-                .iter()
-                .map(|v| v.to_bits())
-                .eq(gc_params.iter().map(|v| v.to_bits()));
-        }
+        let local_identical = replicas_identical(p, |j| gc.params(j))?;
         let gc_sum = checksum(&gc_params);
         let dense_sum = checksum(&dense);
         let line = format!(

@@ -101,21 +101,37 @@ pub trait Sharing {
     /// # Errors
     /// Backend errors.
     fn replicas_identical(&self) -> Result<bool, CliError> {
-        let first = self.params(0)?;
-        for w in 1..self.workers() {
-            let p = self.params(w)?;
-            if p.iter()
-                .zip(&first)
-                .any(|(a, b)| a.to_bits() != b.to_bits())
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        replicas_identical(self.workers(), |w| self.params(w))
     }
 
     /// Number of workers (and replicas).
     fn workers(&self) -> usize;
+}
+
+/// Whether the `workers` replicas that `params` downloads hold bit-identical parameters
+/// (compared with replica 0, bit for bit: `-0.0 != 0.0`, NaN payloads count).
+///
+/// # Errors
+/// The first error of `params`.
+pub fn replicas_identical(
+    workers: usize,
+    params: impl Fn(usize) -> Result<Vec<f32>, CliError>,
+) -> Result<bool, CliError> {
+    if workers == 0 {
+        return Ok(true);
+    }
+    let first = params(0)?;
+    for w in 1..workers {
+        let p = params(w)?;
+        if p.len() != first.len()
+            || p.iter()
+                .zip(&first)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The dense baseline: every worker's fp32 update goes to every replica; a round costs
@@ -235,5 +251,23 @@ mod tests {
         assert_eq!(d.params(1).unwrap(), vec![0.5, 0.0]);
         assert!(d.replicas_identical().unwrap());
         assert!(d.share(1, &[vec![1.0]]).is_err());
+    }
+
+    #[test]
+    fn replicas_are_compared_bit_for_bit() {
+        let same = |_| Ok(vec![1.0f32, 0.0]);
+        assert!(replicas_identical(3, same).unwrap());
+        let sign = |w| Ok(vec![1.0f32, if w == 2 { -0.0 } else { 0.0 }]);
+        assert!(!replicas_identical(3, sign).unwrap());
+        let short = |w| Ok(vec![1.0f32; if w == 1 { 1 } else { 2 }]);
+        assert!(!replicas_identical(2, short).unwrap());
+        let fail = |w| {
+            if w == 1 {
+                Err(CliError::Train("gone".into()))
+            } else {
+                Ok(vec![0.0f32])
+            }
+        };
+        assert!(replicas_identical(2, fail).is_err());
     }
 }

@@ -12,7 +12,9 @@ use crate::data::Split;
 use crate::error::CliError;
 use crate::model::Mlp;
 use crate::rng::SplitMix64;
-use crate::sharing::{Aggregate, DenseSharing, PhaseTimes, Sharing, encoder_for};
+use crate::sharing::{
+    Aggregate, DenseSharing, PhaseTimes, Sharing, encoder_for, replicas_identical,
+};
 use crate::threshold::ThresholdSpec;
 use core::ops::ControlFlow;
 use gradcast_core::Backend;
@@ -260,18 +262,71 @@ pub trait Observer {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// Splits `batch` into `workers` contiguous shards whose sizes differ by at most one.
-fn shards(batch: &[usize], workers: usize) -> Vec<&[usize]> {
-    let base = batch.len() / workers;
-    let extra = batch.len() % workers;
-    let mut out = Vec::with_capacity(workers);
-    let mut start = 0;
-    for w in 0..workers {
-        let len = base + usize::from(w < extra);
-        out.push(&batch[start..start + len]);
-        start += len;
+/// Shard `i` of `batch` split into `parts` contiguous shards whose sizes differ by at most
+/// one (the first `len % parts` shards have one more sample). Shards are empty when the batch
+/// has fewer samples than `parts`.
+pub(crate) fn shard(batch: &[usize], parts: usize, i: usize) -> &[usize] {
+    let base = batch.len() / parts;
+    let extra = batch.len() % parts;
+    let start = i * base + i.min(extra);
+    &batch[start..start + base + usize::from(i < extra)]
+}
+
+/// One worker's `(loss, lr * gradient)` on its shard `idx` of the training set, at `params`.
+///
+/// # Errors
+/// Model errors; [`CliError::Train`] when the loss is not finite (naming `round`).
+fn worker_update(
+    model: &Mlp,
+    cfg: &TrainConfig,
+    data: &Split,
+    idx: &[usize],
+    params: &[f32],
+    round: u64,
+) -> Result<(f32, Vec<f32>), CliError> {
+    let shard = data.train.select(idx);
+    let (loss, mut g) = model.loss_and_grad(params, &shard.features, &shard.labels)?;
+    if !loss.is_finite() {
+        return Err(CliError::Train(format!(
+            "the loss diverged (non-finite) in round {round}; lower --lr"
+        )));
     }
-    out
+    for v in &mut g {
+        *v *= cfg.lr;
+    }
+    Ok((loss, g))
+}
+
+/// The workers' `(loss, lr * gradient)` for one round, worker `j` on `shards[j]` at
+/// `params[j]`, one thread each (the dense baseline here and both runs of `--transport mpi`).
+///
+/// # Errors
+/// The first worker's error in worker order; [`CliError::Train`] when a thread panicked.
+pub(crate) fn gradients(
+    model: &Mlp,
+    cfg: &TrainConfig,
+    data: &Split,
+    shards: &[&[usize]],
+    params: &[Vec<f32>],
+    round: u64,
+) -> Result<Vec<(f32, Vec<f32>)>, CliError> {
+    let results: Vec<Result<(f32, Vec<f32>), CliError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = shards
+            .iter()
+            .zip(params)
+            .map(|(idx, params)| {
+                s.spawn(move || worker_update(model, cfg, data, idx, params, round))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(CliError::Train("a worker thread panicked".into())))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// The dense baseline's state across epochs.
@@ -314,45 +369,16 @@ impl<S: Sharing> Run<S> {
         let mut acc = EpochAcc::default();
         let start = Instant::now();
         for batch in order.chunks(cfg.batch) {
-            let parts = shards(batch, cfg.workers);
+            let parts: Vec<&[usize]> = (0..cfg.workers)
+                .map(|w| shard(batch, cfg.workers, w))
+                .collect();
             let replicas = (0..cfg.workers)
                 .map(|w| self.sharing.params(w))
                 .collect::<Result<Vec<_>, _>>()?;
             // Every worker computes its gradient on its own replica, in its own thread.
-            let results: Vec<Result<(f32, Vec<f32>), CliError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = parts
-                    .iter()
-                    .zip(&replicas)
-                    .map(|(idx, params)| {
-                        s.spawn(move || {
-                            let shard = data.train.select(idx);
-                            let (loss, mut g) =
-                                model.loss_and_grad(params, &shard.features, &shard.labels)?;
-                            for v in &mut g {
-                                *v *= cfg.lr;
-                            }
-                            Ok((loss, g))
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(CliError::Train("a worker thread panicked".into()))
-                        })
-                    })
-                    .collect()
-            });
+            let results = gradients(model, cfg, data, &parts, &replicas, self.round)?;
             let mut updates = Vec::with_capacity(cfg.workers);
-            for (r, idx) in results.into_iter().zip(&parts) {
-                let (loss, u) = r?;
-                if !loss.is_finite() {
-                    return Err(CliError::Train(format!(
-                        "the loss diverged (non-finite) in round {}; lower --lr",
-                        self.round
-                    )));
-                }
+            for ((loss, u), idx) in results.into_iter().zip(&parts) {
                 // An empty shard (a last batch smaller than P) has no loss to average.
                 if !idx.is_empty() {
                     acc.loss += loss as f64;
@@ -471,17 +497,7 @@ where
     }
 
     fn replicas_identical(&self) -> Result<bool, CliError> {
-        let first = self.params(0)?;
-        for w in 1..self.replicas.len() {
-            let p = self.params(w)?;
-            if p.iter()
-                .zip(&first)
-                .any(|(a, b)| a.to_bits() != b.to_bits())
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        replicas_identical(self.replicas.len(), |w| self.params(w))
     }
 
     fn epoch(
@@ -503,22 +519,12 @@ where
             let batch = batches
                 .get(w.step as usize)
                 .ok_or_else(|| CliError::Train("more rounds than batches".into()))?;
-            let idx = shards(batch, cfg.workers)[w.party];
+            let idx = shard(batch, cfg.workers, w.party);
             let mut params = vec![0.0f32; n];
             w.backend
                 .download(w.params, &mut params)
                 .map_err(be("download parameters"))?;
-            let shard = data.train.select(idx);
-            let (loss, mut g) = model.loss_and_grad(&params, &shard.features, &shard.labels)?;
-            if !loss.is_finite() {
-                return Err(CliError::Train(format!(
-                    "the loss diverged (non-finite) in round {}; lower --lr",
-                    w.round
-                )));
-            }
-            for v in &mut g {
-                *v *= cfg.lr;
-            }
+            let (loss, g) = worker_update(model, cfg, data, idx, &params, w.round)?;
             w.backend
                 .upload(&g, w.update)
                 .map_err(be("upload update"))?;
@@ -747,11 +753,14 @@ mod tests {
     #[test]
     fn shards_cover_the_batch() {
         let b: Vec<usize> = (0..10).collect();
-        let s = shards(&b, 4);
+        let s: Vec<&[usize]> = (0..4).map(|i| shard(&b, 4, i)).collect();
         assert_eq!(
             s.iter().map(|x| x.len()).collect::<Vec<_>>(),
             vec![3, 3, 2, 2]
         );
         assert_eq!(s.concat(), b);
+        let small = [7usize, 8];
+        let s: Vec<&[usize]> = (0..4).map(|i| shard(&small, 4, i)).collect();
+        assert_eq!(s, vec![&[7][..], &[8][..], &[][..], &[][..]]);
     }
 }
