@@ -1,6 +1,7 @@
 //! Data sets: the UCI handwritten digits shipped inside smartcore (no download), and
 //! MNIST-format IDX files from a directory (`--data idx:DIR`).
 
+pub use crate::idx::{Idx, IdxError, idx_bytes};
 use crate::rng::SplitMix64;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -228,81 +229,22 @@ fn find_idx(dir: &Path, names: (&'static str, &'static str)) -> Result<PathBuf, 
     })
 }
 
-/// An IDX file's dimensions and its unsigned-byte data.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Idx {
-    /// The dimensions, outermost first.
-    pub dims: Vec<usize>,
-    /// The values, row-major.
-    pub data: Vec<u8>,
-}
-
-/// Parses an IDX file of unsigned bytes (type code `0x08`) with `expect_dims` dimensions.
+/// Parses an IDX file of unsigned bytes (type code `0x08`) with `expect_dims` dimensions
+/// ([`crate::idx::parse_idx`], with `path` in the error).
 ///
 /// # Errors
-/// [`DataError::BadIdx`] naming the problem: short file, bad magic, another element type, a
-/// different number of dimensions, or a length that does not match the dimensions.
+/// [`DataError::Compressed`] for gzip data; [`DataError::BadIdx`] naming the problem: short
+/// file, bad magic, another element type, a different number of dimensions, or a length that
+/// does not match the dimensions.
 pub fn parse_idx(path: &Path, bytes: &[u8], expect_dims: usize) -> Result<Idx, DataError> {
-    let bad = |reason: String| DataError::BadIdx {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
-        return Err(DataError::Compressed {
+    crate::idx::parse_idx(bytes, expect_dims).map_err(|e| match e {
+        IdxError::Compressed => DataError::Compressed {
             path: path.to_path_buf(),
-        });
-    }
-    if bytes.len() < 4 {
-        return Err(bad(format!(
-            "{} bytes, shorter than the 4-byte magic number",
-            bytes.len()
-        )));
-    }
-    if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad(format!(
-            "magic number starts with {:#04x} {:#04x}, expected 0x00 0x00",
-            bytes[0], bytes[1]
-        )));
-    }
-    if bytes[2] != 0x08 {
-        return Err(bad(format!(
-            "element type {:#04x}, only unsigned bytes (0x08) are supported",
-            bytes[2]
-        )));
-    }
-    let ndims = bytes[3] as usize;
-    if ndims != expect_dims {
-        return Err(bad(format!("{ndims} dimensions, expected {expect_dims}")));
-    }
-    let header = 4 + 4 * ndims;
-    if bytes.len() < header {
-        return Err(bad(format!(
-            "{} bytes, shorter than its {header}-byte header",
-            bytes.len()
-        )));
-    }
-    let dims: Vec<usize> = (0..ndims)
-        .map(|d| {
-            let o = 4 + 4 * d;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
-        .collect();
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
-    let have = bytes.len() - header;
-    if have != count {
-        return Err(bad(format!(
-            "dimensions {dims:?} need {count} data bytes, the file has {have}"
-        )));
-    }
-    if count == 0 {
-        return Err(bad(format!("dimensions {dims:?} hold no data")));
-    }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
+        },
+        IdxError::Invalid { reason } => DataError::BadIdx {
+            path: path.to_path_buf(),
+            reason,
+        },
     })
 }
 
@@ -380,16 +322,6 @@ pub fn load_idx_dir(dir: &Path) -> Result<Split, DataError> {
         train,
         test,
     })
-}
-
-/// Writes an IDX file of unsigned bytes (for tests and for making small IDX sets).
-pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        out.extend_from_slice(&d.to_be_bytes());
-    }
-    out.extend_from_slice(data);
-    out
 }
 
 #[cfg(test)]

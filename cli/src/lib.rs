@@ -23,6 +23,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod idx;
 pub mod model;
 pub mod mpi;
 pub mod plot;
