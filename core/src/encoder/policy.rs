@@ -523,18 +523,13 @@ impl ThresholdPolicy for Adaptive {
     }
 
     fn threshold(&mut self) -> f32 {
-        if self.tau.is_nan() {
-            self.tau = self.tau0;
-            return emit(self.tau);
-        }
-        let s = self.sparsity;
-        // No observation yet (a state seeded with a threshold only): keep the threshold.
-        if s < self.min_sparsity {
-            self.tau = clamp_tau(self.tau * self.decay);
-        } else if s > self.max_sparsity {
-            self.tau = clamp_tau(self.tau / self.decay);
-        }
-        emit(self.tau)
+        steer_to_band(
+            &mut self.tau,
+            self.tau0,
+            self.sparsity,
+            (self.min_sparsity, self.max_sparsity),
+            self.decay,
+        )
     }
 
     fn observe(&mut self, obs: &Observation) {
@@ -556,17 +551,44 @@ impl ThresholdPolicy for Adaptive {
     }
 
     fn set_state(&mut self, state: &PolicyState) -> Result<(), Error> {
-        check_kind(kind::ADAPTIVE, state)?;
-        check_state_tau(state.tau)?;
-        check_state_density("policy state sparsity", state.sparsity)?;
-        self.tau = if state.tau.is_nan() {
-            f64::NAN
-        } else {
-            clamp_tau(state.tau)
-        };
-        self.sparsity = state.sparsity;
-        Ok(())
+        set_band_state(kind::ADAPTIVE, state, &mut self.tau, &mut self.sparsity)
     }
+}
+
+/// DL4J's band rule, shared by [`Adaptive`] (band `[min, max]`) and [`TargetSparsity`]
+/// (band `[target, target]`): the first call returns `tau0`; afterwards a sparsity below the
+/// band gives `tau * decay` (send more), above it `tau / decay`, inside it keeps `tau`. A state
+/// seeded with a threshold only (sparsity NaN) keeps the threshold.
+fn steer_to_band(tau: &mut f64, tau0: f64, sparsity: f64, band: (f64, f64), decay: f64) -> f32 {
+    if tau.is_nan() {
+        *tau = tau0;
+        return emit(*tau);
+    }
+    if sparsity < band.0 {
+        *tau = clamp_tau(*tau * decay);
+    } else if sparsity > band.1 {
+        *tau = clamp_tau(*tau / decay);
+    }
+    emit(*tau)
+}
+
+/// Restores the `(tau, sparsity)` state of a band policy of `kind`, validated.
+fn set_band_state(
+    kind: u8,
+    state: &PolicyState,
+    tau: &mut f64,
+    sparsity: &mut f64,
+) -> Result<(), Error> {
+    check_kind(kind, state)?;
+    check_state_tau(state.tau)?;
+    check_state_density("policy state sparsity", state.sparsity)?;
+    *tau = if state.tau.is_nan() {
+        f64::NAN
+    } else {
+        clamp_tau(state.tau)
+    };
+    *sparsity = state.sparsity;
+    Ok(())
 }
 
 // ----- TargetSparsity -----
@@ -645,17 +667,13 @@ impl ThresholdPolicy for TargetSparsity {
     }
 
     fn threshold(&mut self) -> f32 {
-        if self.tau.is_nan() {
-            self.tau = self.tau0;
-            return emit(self.tau);
-        }
-        let s = self.sparsity;
-        if s < self.target {
-            self.tau = clamp_tau(self.tau * self.decay);
-        } else if s > self.target {
-            self.tau = clamp_tau(self.tau / self.decay);
-        }
-        emit(self.tau)
+        steer_to_band(
+            &mut self.tau,
+            self.tau0,
+            self.sparsity,
+            (self.target, self.target),
+            self.decay,
+        )
     }
 
     fn observe(&mut self, obs: &Observation) {
@@ -677,16 +695,12 @@ impl ThresholdPolicy for TargetSparsity {
     }
 
     fn set_state(&mut self, state: &PolicyState) -> Result<(), Error> {
-        check_kind(kind::TARGET_SPARSITY, state)?;
-        check_state_tau(state.tau)?;
-        check_state_density("policy state sparsity", state.sparsity)?;
-        self.tau = if state.tau.is_nan() {
-            f64::NAN
-        } else {
-            clamp_tau(state.tau)
-        };
-        self.sparsity = state.sparsity;
-        Ok(())
+        set_band_state(
+            kind::TARGET_SPARSITY,
+            state,
+            &mut self.tau,
+            &mut self.sparsity,
+        )
     }
 }
 
