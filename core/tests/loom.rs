@@ -7,9 +7,11 @@
 //! these models check the shipped code.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=/work/target-loom \
-//!     cargo test -p gradcast-core --release --test loom
+//! RUSTFLAGS="--cfg loom" cargo test -p gradcast-core --release --test loom
 //! ```
+//!
+//! The preemption bound is 2 unless `LOOM_MAX_PREEMPTIONS` says otherwise (an unbounded
+//! search of the spinning models does not finish in useful time; 3 takes about two minutes).
 #![cfg(loom)]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // test code is std
 
@@ -20,6 +22,18 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
+
+/// Runs a loom model with a preemption bound of 2 unless `LOOM_MAX_PREEMPTIONS` is set.
+fn model<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.check(f);
+}
 
 /// Pushes, retrying (with a scheduling point) while the queue reports full.
 fn push<const N: usize>(q: &ArrayQueue<u32, N>, mut item: u32) {
@@ -42,7 +56,7 @@ fn pop<const N: usize>(q: &ArrayQueue<u32, N>) -> u32 {
 /// Two producers and a consumer: both items arrive, once each.
 #[test]
 fn queue_two_producers_one_consumer() {
-    loom::model(|| {
+    model(|| {
         let q = Arc::new(ArrayQueue::<u32, 2>::new());
         let producers: Vec<_> = (1..=2)
             .map(|item| {
@@ -64,7 +78,7 @@ fn queue_two_producers_one_consumer() {
 /// slot's cell), items arrive in order, full reports hand the item back.
 #[test]
 fn queue_spsc_wraps_around() {
-    loom::model(|| {
+    model(|| {
         let q = Arc::new(ArrayQueue::<u32, 1>::new());
         let producer = {
             let q = q.clone();
@@ -84,7 +98,7 @@ fn queue_spsc_wraps_around() {
 /// One producer, two consumers racing: each item is popped exactly once.
 #[test]
 fn queue_two_consumers_exactly_once() {
-    loom::model(|| {
+    model(|| {
         let q = Arc::new(ArrayQueue::<u32, 2>::new());
         let taken = Arc::new(AtomicUsize::new(0));
         let consumer = {
@@ -124,7 +138,7 @@ fn queue_two_consumers_exactly_once() {
 /// A full queue hands the item back; nothing is dropped or duplicated while a pop races.
 #[test]
 fn queue_full_hands_item_back() {
-    loom::model(|| {
+    model(|| {
         let q = Arc::new(ArrayQueue::<u32, 1>::new());
         q.try_push(7).unwrap();
         let pusher = {
@@ -164,7 +178,7 @@ type Cells = Arc<[UnsafeCell<u32>; 2]>;
 /// reads of generation 1 happen before writes of generation 2 (loom checks the cells).
 #[test]
 fn barrier_lead_action_publishes() {
-    loom::model(|| {
+    model(|| {
         let b = Arc::new(Barrier::<Spin>::new());
         let cells: Cells = Arc::new([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
         let sum = Arc::new(UnsafeCell::new(0u32));
@@ -198,7 +212,7 @@ fn barrier_lead_action_publishes() {
 /// three *spinning* threads the model exceeds loom's branch budget; the spin strategy is
 /// covered by the two-thread models, and this one parks.)
 fn three_then_two<R: Relax + 'static>() {
-    loom::model(|| {
+    model(|| {
         let b = Arc::new(Barrier::<R>::new());
         let leaders = Arc::new(AtomicUsize::new(0));
         let spawn = |again: bool| {
@@ -243,7 +257,7 @@ fn poison_record() -> Poison {
 /// A spinning waiter returns the poison, whoever wins the race.
 #[test]
 fn barrier_poison_reaches_spinning_waiter() {
-    loom::model(|| {
+    model(|| {
         let b = Arc::new(Barrier::<Spin>::new());
         let poisoner = {
             let b = b.clone();
@@ -258,7 +272,7 @@ fn barrier_poison_reaches_spinning_waiter() {
 /// one is lost).
 #[test]
 fn barrier_poison_wakes_parked_waiter() {
-    loom::model(|| {
+    model(|| {
         let b = Arc::new(Barrier::<Park>::new());
         let poisoner = {
             let b = b.clone();
@@ -280,7 +294,7 @@ fn barrier_poison_wakes_parked_waiter() {
 /// Parked waiters over two generations: no lost wake-up.
 #[test]
 fn barrier_park_two_generations() {
-    loom::model(|| {
+    model(|| {
         let b = Arc::new(Barrier::<Park>::new());
         let other = {
             let b = b.clone();
@@ -306,7 +320,7 @@ fn round_two_parties() {
     use gradcast_core::round::{Accumulator, Local, RoundConfig, Ticket};
     type Acc = Accumulator<Reference, FixedEncoder, Local, Spin>;
 
-    loom::model(|| {
+    model(|| {
         let mut config = RoundConfig::new(2, 4);
         config.clock = None;
         // Leaked so the parties can move into 'static loom threads (a few hundred bytes).
@@ -352,7 +366,7 @@ fn round_gate_orders_solo_rounds() {
     use gradcast_core::round::{Accumulator, Local, Party, RoundConfig, Ticket};
     type Acc = Accumulator<Reference, FixedEncoder, Local, Spin>;
 
-    loom::model(|| {
+    model(|| {
         let mut config = RoundConfig::new(2, 2);
         config.clock = None;
         let acc: &'static mut Acc = Box::leak(Box::new(
