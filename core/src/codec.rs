@@ -280,7 +280,9 @@ impl Plan {
         }
         // A payload past the header's u32 length field (dense or forced-sparse messages of
         // N >= 2^30 elements) cannot be written: refuse before anything is committed.
-        if plan.bytes - HEADER_LEN > wire::MAX_PAYLOAD_LEN {
+        // (Compared in u64: on a 32-bit target no usize exceeds the limit, and clippy rejects
+        // the comparison as vacuous.)
+        if (plan.bytes - HEADER_LEN) as u64 > wire::MAX_PAYLOAD_LEN as u64 {
             return Err(Error::TooManyElements {
                 n: n as u64,
                 max: (wire::MAX_PAYLOAD_LEN / 4) as u32,

@@ -233,7 +233,8 @@ impl<'a> Dl4jView<'a> {
 pub fn import(bytes: &[u8], sender: u32, round: u64, out: &mut [u8]) -> Result<usize, Error> {
     let view = Dl4jView::parse(bytes)?;
     let len = view.native_len();
-    if len - HEADER_LEN > wire::MAX_PAYLOAD_LEN {
+    // Compared in u64: on a 32-bit target no usize exceeds the limit.
+    if (len - HEADER_LEN) as u64 > wire::MAX_PAYLOAD_LEN as u64 {
         // A half-code bitmap of N >= 2^30 elements has no dense native form.
         return Err(Error::TooManyElements {
             n: view.n as u64,
