@@ -7,6 +7,9 @@
 # - MPI transport: Open MPI and libclang: `apt-get install libopenmpi-dev openmpi-bin libclang-dev`
 # - CUDA kernel compile checks: NVRTC and ptxas from PyPI, found through LD_LIBRARY_PATH and
 #   PTXAS (see .ci/run). There is no GPU in CI: device tests print SKIP lines.
+# - The Cortex-M4F firmware under QEMU (embedded/tests/qemu.rs): `apt-get install
+#   qemu-system-arm` and `rustup target add thumbv7em-none-eabihf`. GRADCAST_REQUIRE_QEMU=1
+#   (set by .ci/run) turns their SKIP into a failure.
 # Whatever is missing is skipped with a printed SKIP line, and everything else still runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,10 @@ if command -v mpicc >/dev/null 2>&1; then
 else
   echo "SKIP: MPI transport (no mpicc: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
   exclude+=(--exclude gradcast-mpi)
+fi
+
+if ! command -v qemu-system-arm >/dev/null 2>&1; then
+  echo "SKIP: the firmware under QEMU (no qemu-system-arm: apt-get install qemu-system-arm)"
 fi
 
 echo "== cargo test --workspace ${exclude[*]} --features $conformance_features,$cli_features"

@@ -11,6 +11,8 @@
 //!
 //! Without `qemu-system-arm` or the `thumbv7em-none-eabihf` target these tests print
 //! `SKIP: <reason>` and pass, unless `GRADCAST_REQUIRE_QEMU=1` (CI sets it): then they fail.
+// A std test binary: core paths buy nothing here.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

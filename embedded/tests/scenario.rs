@@ -1,6 +1,8 @@
 //! Host properties of what the firmware runs: the slice backend gives the reference backend's
 //! results, the scenario covers what it claims, the embedded data is sound, and the
 //! known-answer check catches a wrong answer.
+// A std test binary: core paths buy nothing here.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use gradcast_core::backend::{Backend, Reference};
 use gradcast_core::packet::Messages;
