@@ -7,8 +7,8 @@
 //!
 //! ```text
 //! gradcast-embedded firmware n=4096 rounds=40 segments=2 max_packet=1120
-//! fpu cpacr=00f00000 fpca=1 fpscr=00000000
 //! round index=0 ...                  (one line per round, see RoundLine)
+//! fpu cpacr=00f00000 fpca=1 fpscr=60000010
 //! encode rounds=40 ... residual_crc32c=...
 //! decode messages=... crc32c=...
 //! kat vectors=8 ok
@@ -18,7 +18,8 @@
 //!
 //! Then it exits with code 0 through semihosting; an error exits 1, a panic prints its
 //! message and location on stderr and exits 101, a fault prints the fault registers and
-//! exits 134. Self-tests of that reporting: command line `panic`, `fault`, `hang`.
+//! exits 134. Self-tests of that reporting: command line `panic`, `fault`, `overflow` (the
+//! stack runs into unmapped memory and QEMU stops with a lockup), `hang`.
 //!
 //! Built for the host it only says how to run it (see `embedded/README.md`).
 #![cfg_attr(target_os = "none", no_std)]

@@ -50,9 +50,9 @@ impl fmt::Display for Failure {
             Failure::Encoder(e) => write!(f, "encoder: {e}"),
             Failure::Io(e) => write!(f, "semihosting I/O: {e}"),
             Failure::Kat(e) => e.fmt(f),
-            Failure::BadArgument => {
-                f.write_str("unknown argument (expected messages=PATH, panic, fault or hang)")
-            }
+            Failure::BadArgument => f.write_str(
+                "unknown argument (expected messages=PATH, panic, fault, overflow or hang)",
+            ),
         }
     }
 }
@@ -87,7 +87,7 @@ impl CPath {
 }
 
 /// Reads the semihosting command line: the program name, then `messages=PATH` or a
-/// self-test (`panic`, `fault`, `hang`), which runs at once.
+/// self-test (`panic`, `fault`, `overflow`, `hang`), which runs at once.
 fn options() -> Result<Options, Failure> {
     let mut options = Options { messages: None };
     // No command line (a debugger without it): the default run.
