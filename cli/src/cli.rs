@@ -79,7 +79,8 @@ pub struct TrainArgs {
     /// How every replica combines the round's contributions.
     #[arg(long, value_enum, default_value_t = AggregateArg::Mean)]
     pub aggregate: AggregateArg,
-    /// Data set: `digits` (UCI digits shipped in smartcore) or `idx:DIR` (MNIST-format files).
+    /// Data set: `digits` (UCI digits shipped in smartcore), `fashion-mnist` (Debian's
+    /// `dataset-fashion-mnist` package) or `idx:DIR` (MNIST-format files, plain or gzipped).
     #[arg(long, default_value = "digits")]
     pub data: String,
     /// Directory for the plot (train.png) and the summary (summary.json).
@@ -131,6 +132,9 @@ pub fn load_data(spec: &str, seed: u64) -> Result<data::Split, CliError> {
     if spec == "digits" {
         return Ok(data::digits_split(seed)?);
     }
+    if spec == "fashion-mnist" {
+        return Ok(data::fashion_mnist()?);
+    }
     if let Some(dir) = spec.strip_prefix("idx:") {
         if dir.is_empty() {
             return Err(CliError::Usage("--data idx:DIR needs a directory".into()));
@@ -138,7 +142,7 @@ pub fn load_data(spec: &str, seed: u64) -> Result<data::Split, CliError> {
         return Ok(data::load_idx_dir(std::path::Path::new(dir))?);
     }
     Err(CliError::Usage(format!(
-        "--data {spec:?}: expected `digits` or `idx:DIR`"
+        "--data {spec:?}: expected `digits`, `fashion-mnist` or `idx:DIR`"
     )))
 }
 

@@ -234,7 +234,7 @@ fn bad_arguments_fail_with_usage_errors() {
         (&["train", "--backend", "tpu"], "unknown backend"),
         (
             &["train", "--data", "nowhere"],
-            "expected `digits` or `idx:DIR`",
+            "expected `digits`, `fashion-mnist` or `idx:DIR`",
         ),
         (&["train", "--epochs", "0"], "--epochs"),
         (&["train", "--hidden", "40000000"], "--hidden 40000000"),
