@@ -26,6 +26,7 @@ pub mod error;
 pub mod idx;
 pub mod model;
 pub mod mpi;
+pub mod netmodel;
 pub mod plot;
 pub mod rng;
 pub mod sharing;
