@@ -121,6 +121,25 @@ impl Link {
         Link::new(alpha_s, gbit_per_s * 1e9 / 8.0)
     }
 
+    /// The per-worker link of `workers` workers that share one medium of `bytes_per_s`, such
+    /// as the loopback of one machine, which every byte between any two workers crosses:
+    /// when all workers send at once (every collective here), each gets `1/P` of it, so the
+    /// per-worker bandwidth is `bytes_per_s / workers`. With it, a ring all-reduce costs
+    /// `2 (P-1) alpha + 2 (P-1) M / rate` and an all-gather of `m` bytes per worker
+    /// `(P-1) alpha + P (P-1) m / rate`: the whole traffic over the one medium.
+    ///
+    /// # Errors
+    /// As [`Link::new`]; also for zero workers.
+    pub fn shared(alpha_s: f64, bytes_per_s: f64, workers: usize) -> Result<Self, ModelError> {
+        if workers == 0 {
+            return Err(ModelError::BadLink {
+                reason: "a shared link needs at least one worker".into(),
+            });
+        }
+        Link::new(alpha_s, bytes_per_s)?;
+        Link::new(alpha_s, bytes_per_s / workers as f64)
+    }
+
     /// The study's links: [`ALPHA_S`] at each of [`BANDWIDTHS_GBIT`].
     pub fn study() -> [Link; 4] {
         BANDWIDTHS_GBIT.map(|g| Link {
@@ -339,6 +358,27 @@ mod tests {
             );
         }
         assert!(Link::new(0.0, 1.0).is_ok());
+    }
+
+    #[test]
+    fn a_shared_medium_carries_the_whole_traffic() {
+        // 4 workers on one 12.5 MB/s loopback: each collective's whole traffic crosses it.
+        let (rate, p) = (12.5e6, 4usize);
+        let l = Link::shared(10e-6, rate, p).unwrap();
+        assert_eq!(l.bytes_per_s(), rate / 4.0);
+        let m = 1_000_000u64;
+        let ar = 6.0 * 10e-6 + 2.0 * 3.0 * m as f64 / rate;
+        assert!(close(l.ring_allreduce_s(p, m), ar));
+        let ag = 3.0 * 10e-6 + 4.0 * 3.0 * m as f64 / rate;
+        assert!(close(l.all_gather_s(&[m; 4]), ag));
+        assert!(matches!(
+            Link::shared(0.0, rate, 0),
+            Err(ModelError::BadLink { .. })
+        ));
+        assert!(matches!(
+            Link::shared(0.0, -1.0, 2),
+            Err(ModelError::BadLink { .. })
+        ));
     }
 
     #[test]
