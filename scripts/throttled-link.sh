@@ -71,9 +71,18 @@ for tool in ip tc; do
 done
 
 ns="gradcast-link-$$"
+child=""
 cleanup() { ip netns del "$ns" 2>/dev/null || true; }
+# On INT or TERM, end the job first (mpirun then ends its ranks), then leave; EXIT cleans up.
+on_signal() {
+    if [ -n "$child" ]; then
+        kill -TERM "$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
+    exit 130
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap on_signal INT TERM
 in_ns() { ip netns exec "$ns" "$@"; }
 
 # Makes the namespace, with or without the throttle ($1 = 1 or 0).
@@ -150,8 +159,16 @@ fi
 command -v mpirun >/dev/null || { echo "throttled-link: mpirun not found (apt-get install openmpi-bin)" >&2; exit 1; }
 setup "$tbf"
 status=0
-in_ns mpirun --allow-run-as-root --oversubscribe -np "$ranks" \
+# In the background, so that a signal reaches on_signal at once (bash runs traps only between
+# foreground commands), and in a session of its own, so that a terminal's Ctrl-C or a signal to
+# this script's process group reaches mpirun once, from on_signal (a second signal makes
+# mpirun quit at once, leaving its ranks behind). `ip netns exec` and `setsid` exec (a
+# background job is no process group leader, so setsid does not fork): $! is mpirun's pid.
+ip netns exec "$ns" setsid mpirun --allow-run-as-root --oversubscribe -np "$ranks" \
     --mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
-    "$@" || status=$?
+    "$@" &
+child=$!
+wait "$child" || status=$?
+child=""
 in_ns tc -s qdisc show dev lo | sed 's/^/== /' >&2
 exit "$status"
