@@ -34,9 +34,9 @@ fn main() {
         .filter(|(label, _)| label.contains(only.as_str()))
         .collect();
     println!(
-        "| N | density | encoding | K | read GB/s | path | encode GB/s | encode / read | decode GB/s | decode / read |"
+        "| N | density | encoding | K | path | threads | read GB/s | encode GB/s | encode / read | decode GB/s | decode / read | decode M entries/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &l in &log2n {
         let n = 1usize << l;
         for &d in &densities {
@@ -51,17 +51,25 @@ fn main() {
                 eprintln!("N = 2^{l}, density {d}: configurations wrote different messages!");
             }
             for row in &r.rows {
+                let best = row.decode.best();
+                let entries_per_s = if best > 0.0 {
+                    r.entries as f64 / best / 1e6
+                } else {
+                    0.0
+                };
                 println!(
-                    "| 2^{l} | {d:e} | {} | {} | {:.2} | {} ({}) | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    "| 2^{l} | {d:e} | {} | {} | {} ({}) | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
                     r.encoding.name(),
                     r.entries,
-                    r.read_gbps(),
                     row.label,
                     row.backend,
+                    row.threads,
+                    r.row_read_gbps(row),
                     row.encode.best_gbps(r.bytes()),
                     r.encode_ratio(row),
                     row.decode.best_gbps(r.bytes()),
                     r.decode_ratio(row),
+                    entries_per_s,
                 );
             }
         }

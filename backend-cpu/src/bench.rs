@@ -11,7 +11,7 @@
 //! (for the CPU that includes the header and the CRC-32C).
 
 use crate::{Cpu, CpuConfig, CpuError};
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::hint::black_box;
@@ -100,6 +100,39 @@ pub fn sum(x: &[f32]) -> f32 {
         total += a;
     }
     total
+}
+
+/// [`sum`] over `x` cut into `threads` contiguous parts, summed as tasks of the same worker
+/// pool the fast path uses (on the calling thread for one part): the read bandwidth
+/// reference for a `threads`-thread encode.
+pub fn sum_threads(x: &[f32], threads: usize) -> f32 {
+    let parts = threads.clamp(1, x.len().max(1));
+    if parts == 1 {
+        return sum(x);
+    }
+    let len = x.len().div_ceil(parts);
+    let chunks: Vec<&[f32]> = x.chunks(len).collect();
+    crate::fast::parallel(chunks, sum).into_iter().sum()
+}
+
+/// Uploads `host` into `buf` (untimed), then times one [`sum_threads`] over `buf` with
+/// `threads` parts, in seconds.
+///
+/// # Errors
+/// The backend's upload errors.
+pub fn sum_threads_once<B>(
+    b: &B,
+    host: &[f32],
+    buf: &mut Vec<f32>,
+    threads: usize,
+) -> Result<f64, B::Error>
+where
+    B: Backend<Buffer = Vec<f32>>,
+{
+    b.upload(host, buf)?;
+    let t = Instant::now();
+    black_box(sum_threads(black_box(buf), threads));
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// Uploads `host` into `buf` (untimed), then times one [`sum`] over `buf`, in seconds.
@@ -229,8 +262,11 @@ pub struct CpuRow {
     pub label: String,
     /// The backend's name (says whether AVX2 was used).
     pub backend: String,
-    /// Threads the configuration may use.
+    /// Threads the configuration may use (chunks per call; 1 for the portable path).
     pub threads: usize,
+    /// The read bandwidth reference of this row: [`sum_threads`] with the row's thread
+    /// count over the same buffer, in the same rounds.
+    pub read: Timing,
     /// Encode times.
     pub encode: Timing,
     /// Decode-add times.
@@ -253,7 +289,7 @@ pub struct CpuReport {
     pub message_bytes: usize,
     /// Whether every configuration wrote the same bytes (they must).
     pub messages_identical: bool,
-    /// [`sum`] over the buffer.
+    /// [`sum`] over the buffer (one thread).
     pub read: Timing,
     /// One row per configuration.
     pub rows: Vec<CpuRow>,
@@ -265,23 +301,40 @@ impl CpuReport {
         4 * self.n
     }
 
-    /// The read bandwidth in GB/s (best run).
+    /// The one-thread read bandwidth in GB/s (best run).
     pub fn read_gbps(&self) -> f64 {
         self.read.best_gbps(self.bytes())
     }
 
-    /// A row's encode throughput as a fraction of the read bandwidth (best times: the
-    /// least disturbed run of each).
-    pub fn encode_ratio(&self, row: &CpuRow) -> f64 {
-        ratio(self.read.best(), row.encode.best())
+    /// The read bandwidth with a row's thread count in GB/s (best run).
+    pub fn row_read_gbps(&self, row: &CpuRow) -> f64 {
+        row.read.best_gbps(self.bytes())
     }
 
-    /// A row's decode throughput as a fraction of the read bandwidth (best times).
+    /// A row's encode throughput as a fraction of the read bandwidth with the row's thread
+    /// count (best times: the least disturbed run of each).
+    pub fn encode_ratio(&self, row: &CpuRow) -> f64 {
+        ratio(row.read.best(), row.encode.best())
+    }
+
+    /// A row's decode throughput as a fraction of the read bandwidth with the row's thread
+    /// count (best times).
     pub fn decode_ratio(&self, row: &CpuRow) -> f64 {
-        ratio(self.read.best(), row.decode.best())
+        ratio(row.read.best(), row.decode.best())
     }
 }
 
+/// The threads a configuration runs on: its chunk count on the fast path, 1 on the
+/// portable path.
+fn row_threads(cpu: &Cpu) -> usize {
+    match cpu.config().path {
+        crate::Path::Portable => 1,
+        crate::Path::Fast => cpu.config().threads,
+    }
+}
+
+/// `reference / t`: a speed relative to the reference's when both are times (0 when `t` is
+/// not positive).
 fn ratio(reference: f64, t: f64) -> f64 {
     if t > 0.0 { reference / t } else { 0.0 }
 }
@@ -299,8 +352,8 @@ pub fn standard_configs() -> Vec<(String, CpuConfig)> {
 
 /// Measures every configuration on one synthetic residual of `n` elements at `density`
 /// and the read bandwidth of the same buffer, in `reps` interleaved rounds (each round: the
-/// sum, then every configuration's encode and decode), so that a noisy neighbour slows all
-/// of them alike. Every configuration's message is compared with the first one's
+/// one-thread sum, then for every configuration a sum with its thread count, its encode and
+/// its decode), so that a noisy neighbour slows all of them alike. Every configuration's message is compared with the first one's
 /// ([`CpuReport::messages_identical`]).
 ///
 /// # Errors
@@ -331,9 +384,14 @@ pub fn cpu_report(
         cpus.len()
     ];
     let mut dec = enc.clone();
+    let mut reads = enc.clone();
     for _ in 0..reps.max(1) {
         read.samples.push(sum_once(&any, &host, &mut buf)?);
         for (k, cpu) in cpus.iter().enumerate() {
+            let threads = row_threads(cpu);
+            reads[k]
+                .samples
+                .push(sum_threads_once(&any, &host, &mut buf, threads)?);
             let (t, s) = encode_once(cpu, &host, &mut buf, &params, &mut out)?;
             enc[k].samples.push(t);
             let bytes = &out[..s.bytes];
@@ -350,11 +408,12 @@ pub fn cpu_report(
     let rows = configs
         .iter()
         .zip(&cpus)
-        .zip(enc.into_iter().zip(dec))
-        .map(|(((label, _), cpu), (encode, decode))| CpuRow {
+        .zip(enc.into_iter().zip(dec).zip(reads))
+        .map(|(((label, _), cpu), ((encode, decode), read))| CpuRow {
             label: label.clone(),
             backend: String::from(cpu.name()),
-            threads: cpu.config().threads,
+            threads: row_threads(cpu),
+            read,
             encode,
             decode,
         })
@@ -376,4 +435,232 @@ pub fn cpu_report(
         read,
         rows,
     })
+}
+
+/// The cost of one round of the round protocol, next to a dense in-process exchange of the
+/// same N, measured in the same run ([`round_cost`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundCost {
+    /// Elements per vector.
+    pub n: usize,
+    /// Parties (threads, one replica each).
+    pub parties: usize,
+    /// The requested fraction of each update's elements at or above the threshold.
+    pub density: f64,
+    /// Entries sent per party per round (mean over the timed rounds).
+    pub entries: f64,
+    /// Bytes published per party per round (mean).
+    pub bytes: f64,
+    /// One gradcast round, as party 0 saw it: `store_update` (residual += update, encode,
+    /// validate, publish) and `apply_update` (exchange, decode every packet, step, both
+    /// barriers), seconds, one sample per timed round.
+    pub round: Timing,
+    /// One dense in-process round: every party sums the P updates (P vectors of N floats)
+    /// and steps its replica with the sum, between two barriers; seconds per round.
+    pub dense: Timing,
+    /// One thread reading N floats ([`sum`]), seconds.
+    pub read: Timing,
+    /// Whether every party's replica came out bit-identical (they must).
+    pub replicas_identical: bool,
+}
+
+impl RoundCost {
+    /// gradcast round time / dense round time (medians; below 1: gradcast is cheaper).
+    pub fn vs_dense(&self) -> f64 {
+        // `ratio(a, b)` is `a / b`.
+        ratio(self.round.median(), self.dense.median())
+    }
+
+    /// gradcast round time / time to read N floats once (medians).
+    pub fn vs_read(&self) -> f64 {
+        ratio(self.round.median(), self.read.median())
+    }
+}
+
+/// Party `p`'s update for round `r`: about a `density` fraction of the elements `±[1, 2)`
+/// (over [`TAU`]), the others `±[0, small)`, so that `rounds` of them never push an element
+/// over the threshold on their own. Two updates per party alternate.
+fn round_update(n: usize, density: f64, p: usize, r: usize, small: f32) -> Vec<f32> {
+    let seed = 0x5EED_0000 ^ ((p as u64) << 8) ^ (r as u64 % 2);
+    synthetic_residual(n, density, seed)
+        .into_iter()
+        .map(|v| if v.abs() >= TAU { v } else { v * small })
+        .collect()
+}
+
+/// Runs `rounds` rounds (after one untimed warm-up round) of P parties on one [`Cpu`] with
+/// the default configuration (its chunks on the process's shared worker pool) and a
+/// [`gradcast_core::packet::FixedEncoder`] at [`TAU`], in-process ([`gradcast_core::round::Local`]
+/// transport, [`gradcast_core::barrier::Park`] barriers, so that parties beyond the cores
+/// sleep instead of spinning); then the same number of dense rounds; then the read time of
+/// N floats, all in the same run.
+///
+/// # Errors
+/// Round protocol or backend errors, as text.
+pub fn round_cost(
+    n: usize,
+    parties: usize,
+    density: f64,
+    rounds: usize,
+) -> Result<RoundCost, String> {
+    use gradcast_core::barrier::Park;
+    use gradcast_core::packet::FixedEncoder;
+    use gradcast_core::round::{Accumulator, Local, RoundConfig, Step, Ticket};
+    use std::sync::Barrier;
+
+    let p = parties.max(1);
+    let rounds = rounds.max(1);
+    let small = 0.99 / (rounds + 2) as f32;
+    let updates: Vec<[Vec<f32>; 2]> = (0..p)
+        .map(|q| {
+            [
+                round_update(n, density, q, 0, small),
+                round_update(n, density, q, 1, small),
+            ]
+        })
+        .collect();
+    let cpu = Cpu::default();
+    let mut config = RoundConfig::new(p, n);
+    config.step = Step::Mean;
+    let mut acc: Accumulator<Cpu, FixedEncoder, Local, Park> =
+        Accumulator::new(cpu, config, vec![FixedEncoder::new(TAU); p], Local)
+            .map_err(|e| alloc::format!("round protocol: {e}"))?;
+    let backend = Cpu::default();
+    let mut replicas: Vec<Vec<f32>> = (0..p).map(|_| vec![0.0f32; n]).collect();
+    let mut grads: Vec<Vec<Vec<f32>>> = Vec::with_capacity(p);
+    for u in &updates {
+        let mut pair = Vec::with_capacity(2);
+        for h in u {
+            let mut b = backend.alloc(n).map_err(|e| e.to_string())?;
+            backend.upload(h, &mut b).map_err(|e| e.to_string())?;
+            pair.push(b);
+        }
+        grads.push(pair);
+    }
+    let first = acc.next_round();
+    type PartyResult = Result<(Vec<f64>, f64, f64), String>;
+    let results: Vec<PartyResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = acc
+            .parties()
+            .zip(replicas.iter_mut())
+            .zip(grads.iter())
+            .map(|((mut party, params), grad)| {
+                s.spawn(move || -> PartyResult {
+                    let mut times = Vec::with_capacity(rounds);
+                    let (mut entries, mut bytes) = (0.0, 0.0);
+                    for r in 0..=rounds {
+                        let ticket = Ticket::new(first + r as u64, p);
+                        let t0 = Instant::now();
+                        let published = party
+                            .store_update(ticket, &grad[r % 2])
+                            .map_err(|e| e.to_string())?;
+                        let summary = party.apply_update(params).map_err(|e| e.to_string())?;
+                        let t = t0.elapsed().as_secs_f64();
+                        if r > 0 {
+                            times.push(t);
+                            bytes += published.bytes as f64;
+                            entries +=
+                                (published.bytes.saturating_sub(wire::HEADER_LEN) / 4) as f64;
+                        }
+                        black_box(summary);
+                    }
+                    Ok((times, entries / rounds as f64, bytes / rounds as f64))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a party panicked".into())))
+            .collect()
+    });
+    let mut own = Vec::new();
+    for r in results {
+        own.push(r?);
+    }
+    let (round_times, entries, bytes) = own.swap_remove(0);
+    let replicas_identical = replicas.iter().all(|x| {
+        x.iter()
+            .map(|v| v.to_bits())
+            .eq(replicas[0].iter().map(|v| v.to_bits()))
+    });
+    drop(acc);
+    drop(grads);
+
+    // Dense: every party sums the P updates and steps its replica, between two barriers.
+    let start = Barrier::new(p);
+    let end = Barrier::new(p);
+    let scale = 1.0 / p as f32;
+    let dense_times: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = replicas
+            .iter_mut()
+            .enumerate()
+            .map(|(q, params)| {
+                let (start, end, updates) = (&start, &end, &updates);
+                s.spawn(move || {
+                    let mut times = Vec::with_capacity(rounds);
+                    for r in 0..=rounds {
+                        start.wait();
+                        let t0 = Instant::now();
+                        dense_step(params, updates, r % 2, scale);
+                        end.wait();
+                        if r > 0 && q == 0 {
+                            times.push(t0.elapsed().as_secs_f64());
+                        }
+                    }
+                    times
+                })
+            })
+            .collect();
+        let mut first = Vec::new();
+        for (q, h) in handles.into_iter().enumerate() {
+            let t = h.join().unwrap_or_default();
+            if q == 0 {
+                first = t;
+            }
+        }
+        first
+    });
+    let read = Timing {
+        samples: (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(sum(black_box(&updates[0][0])));
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    };
+    Ok(RoundCost {
+        n,
+        parties: p,
+        density,
+        entries,
+        bytes,
+        round: Timing {
+            samples: round_times,
+        },
+        dense: Timing {
+            samples: dense_times,
+        },
+        read,
+        replicas_identical,
+    })
+}
+
+/// `params[i] -= scale * (u_0[i] + ... + u_{P-1}[i])` over every party's update `which`, in
+/// blocks of 4096 elements so that the P inputs stream together.
+fn dense_step(params: &mut [f32], updates: &[[Vec<f32>; 2]], which: usize, scale: f32) {
+    const B: usize = 4096;
+    let mut acc = [0.0f32; B];
+    for (k, p) in params.chunks_mut(B).enumerate() {
+        let acc = &mut acc[..p.len()];
+        acc.fill(0.0);
+        for u in updates {
+            for (a, v) in acc.iter_mut().zip(&u[which][k * B..k * B + p.len()]) {
+                *a += *v;
+            }
+        }
+        for (x, a) in p.iter_mut().zip(acc.iter()) {
+            *x -= scale * *a;
+        }
+    }
 }

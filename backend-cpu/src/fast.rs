@@ -23,8 +23,8 @@
 //!
 //! The result depends only on the data, never on the number of chunks or threads.
 
-use crate::kernels::{self, BLOCK, BitmapSink, ChunkScan, Rec, Scalar, Sink, SparseSink};
-use crate::{Cpu, Quotas, cap_split, seal};
+use crate::kernels::{self, BLOCK, BitmapSink, ChunkScan, Recs, Scalar, Sink, SparseSink};
+use crate::{Cpu, Quotas, Simd, cap_split, seal};
 use alloc::vec::Vec;
 use core::ops::Range;
 use gradcast_core::Error;
@@ -32,35 +32,54 @@ use gradcast_core::codec::{
     EncodeParams, EncodeSummary, EncodingMode, Plan, check_tau, segment_range,
 };
 use gradcast_core::wire::{Encoding, HEADER_LEN, MessageView};
+use rayon::prelude::*;
 
-/// The lanes the fast path uses on this CPU.
+/// Instructions this CPU was found to have: only [`Isa::detect`] makes one, which is what
+/// makes the kernels' `unsafe` calls below sound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Simd {
-    /// Plain loops (no AVX2, or SIMD turned off in the configuration).
-    Scalar,
-    /// AVX2, detected at run time.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-}
+pub(crate) struct Isa(Simd);
 
-impl Simd {
-    /// The best lanes available, or [`Simd::Scalar`] when `allowed` is false.
-    pub(crate) fn detect(allowed: bool) -> Simd {
-        #[cfg(target_arch = "x86_64")]
-        if allowed && std::is_x86_feature_detected!("avx2") {
-            return Simd::Avx2;
-        }
-        let _ = allowed;
-        Simd::Scalar
+impl Isa {
+    /// The best instructions at most `allowed` that this CPU has (detected at run time).
+    pub(crate) fn detect(allowed: Simd) -> Isa {
+        Isa(detect(allowed))
     }
 
+    /// Which instructions.
+    pub(crate) fn simd(self) -> Simd {
+        self.0
+    }
+}
+
+fn detect(allowed: Simd) -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("bmi1")
+            && std::is_x86_feature_detected!("popcnt");
+        if allowed >= Simd::Avx512 && avx2 && std::is_x86_feature_detected!("avx512f") {
+            return Simd::Avx512;
+        }
+        if allowed >= Simd::Avx2 && avx2 {
+            return Simd::Avx2;
+        }
+    }
+    let _ = allowed;
+    Simd::None
+}
+
+/// The kernels compiled for each instruction set.
+impl Isa {
     fn count(self, x: &[f32], split: usize, tau: f32) -> Result<(usize, usize), (usize, u32)> {
-        match self {
-            // SAFETY: `Scalar` uses no special instructions.
-            Simd::Scalar => unsafe { kernels::count_chunk::<Scalar>(x, split, tau) },
-            // SAFETY: `Avx2` is only chosen after `is_x86_feature_detected!("avx2")`.
+        match self.0 {
+            // SAFETY: AVX-512F (and AVX2, BMI1, POPCNT) were detected by `detect`.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { kernels::avx512::count(x, split, tau) },
+            // SAFETY: AVX2, BMI1 and POPCNT were detected by `detect`.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { kernels::avx2::count(x, split, tau) },
+            // SAFETY: `Scalar` uses no special instructions.
+            _ => unsafe { kernels::count_chunk::<Scalar>(x, split, tau) },
         }
     }
 
@@ -71,16 +90,17 @@ impl Simd {
         split: usize,
         tau: f32,
         limit: usize,
-        list: &mut Vec<Rec>,
+        list: &mut Recs,
     ) -> Result<ChunkScan, (usize, u32)> {
-        match self {
-            // SAFETY: `Scalar` uses no special instructions.
-            Simd::Scalar => unsafe {
-                kernels::record_chunk::<Scalar>(x, base, split, tau, limit, list)
-            },
-            // SAFETY: `Avx2` is only chosen after `is_x86_feature_detected!("avx2")`.
+        match self.0 {
+            // SAFETY: detected by `detect`.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { kernels::avx512::record(x, base, split, tau, limit, list) },
+            // SAFETY: detected by `detect`.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { kernels::avx2::record(x, base, split, tau, limit, list) },
+            // SAFETY: `Scalar` uses no special instructions.
+            _ => unsafe { kernels::record_chunk::<Scalar>(x, base, split, tau, limit, list) },
         }
     }
 
@@ -95,42 +115,37 @@ impl Simd {
         q_hi: usize,
         sink: &mut impl Sink,
     ) {
-        match self {
-            // SAFETY: `Scalar` uses no special instructions; the chunk was validated.
-            Simd::Scalar => unsafe {
-                kernels::select_chunk::<Scalar>(x, base, split, tau, q_lo, q_hi, sink)
+        match self.0 {
+            // SAFETY: detected by `detect`; the chunk was validated.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe {
+                kernels::avx512::select(x, base, split, tau, q_lo, q_hi, sink)
             },
-            // SAFETY: `Avx2` is only chosen after `is_x86_feature_detected!("avx2")`; the
-            // chunk was validated.
+            // SAFETY: detected by `detect`; the chunk was validated.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { kernels::avx2::select(x, base, split, tau, q_lo, q_hi, sink) },
+            // SAFETY: `Scalar` uses no special instructions; the chunk was validated.
+            _ => unsafe { kernels::select_chunk::<Scalar>(x, base, split, tau, q_lo, q_hi, sink) },
         }
     }
 }
 
-/// Runs `f` on every item, the first on the calling thread and each other one on a scoped
-/// thread, and returns the results in item order.
-fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+/// Runs `f` on every item and returns the results in item order: on the calling thread for
+/// one item, else on rayon's global pool.
+///
+/// One pool per process, shared by every [`Cpu`] and every party that uses one: P parties
+/// each asking for T chunks queue their chunks on the same `available_parallelism` workers
+/// (the callers block meanwhile), so the cores are never oversubscribed, and no thread is
+/// started per call. rayon's indexed `collect` keeps item order, and the kernels' results
+/// do not depend on which worker ran a chunk, so the output is the same whatever the pool.
+pub(crate) fn parallel<T: Send, R: Send>(
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync + Send,
+) -> Vec<R> {
     if items.len() <= 1 {
         return items.into_iter().map(f).collect();
     }
-    let count = items.len();
-    std::thread::scope(|s| {
-        let f = &f;
-        let mut it = items.into_iter();
-        let first = it.next();
-        let handles: Vec<_> = it.map(|t| s.spawn(move || f(t))).collect();
-        let mut out = Vec::with_capacity(count);
-        out.extend(first.map(f));
-        for h in handles {
-            match h.join() {
-                Ok(r) => out.push(r),
-                // Our kernels do not panic; should one, propagate it unchanged.
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-        out
-    })
+    items.into_par_iter().map(f).collect()
 }
 
 /// The chunk length (a multiple of [`BLOCK`]) for `n` elements under this configuration.
@@ -153,7 +168,7 @@ pub(crate) fn count(cpu: &Cpu, x: &[f32], range: Range<usize>, tau: f32) -> Resu
     let start = range.start;
     let seg = &x[range];
     let clen = chunk_len(cpu, seg.len());
-    let simd = cpu.simd;
+    let simd = cpu.isa;
     let items: Vec<_> = seg.chunks(clen).enumerate().collect();
     let results = parallel(items, |(c, x)| {
         simd.count(x, 0, tau)
@@ -188,7 +203,7 @@ pub(crate) fn encode(
     let tau = params.tau;
     let split = cap_split(params, n);
     let clen = chunk_len(cpu, n);
-    let simd = cpu.simd;
+    let simd = cpu.isa;
 
     if params.mode == EncodingMode::Dense {
         return encode_dense(cpu, seg, offset, params, out, clen);
@@ -197,7 +212,7 @@ pub(crate) fn encode(
     let mut lists = cpu.take_lists();
     let chunks = n.div_ceil(clen);
     if lists.len() < chunks {
-        lists.resize_with(chunks, Vec::new);
+        lists.resize_with(chunks, Recs::default);
     }
     // At most one candidate in 16 elements is recorded: beyond that a bitmap is likely, and
     // walking again costs less than a long list.
@@ -215,10 +230,10 @@ pub(crate) fn encode(
         simd.record(x, base, local_split(split, base, len), tau, limit, list)
     });
 
-    let undo = |seg: &mut [f32], scans: &[Pass1], lists: &[Vec<Rec>]| {
+    let undo = |seg: &mut [f32], scans: &[Pass1], lists: &[Recs]| {
         for ((c, x), s) in seg.chunks_mut(clen).enumerate().zip(scans) {
             if let Ok(ChunkScan { listed: true, .. }) = s {
-                kernels::restore(x, c * clen, &lists[c]);
+                lists[c].restore(x, c * clen);
             }
         }
     };
@@ -327,7 +342,7 @@ struct Pass2<'a> {
     /// What pass 1 found.
     scan: ChunkScan,
     /// Its recorded candidates (when `scan.listed`).
-    list: &'a [Rec],
+    list: &'a Recs,
     /// Candidates to send before the cap's start.
     q_lo: usize,
     /// Candidates to send from the cap's start on.
@@ -335,7 +350,7 @@ struct Pass2<'a> {
 }
 
 impl Pass2<'_> {
-    fn run(self, simd: Simd, split: usize, tau: f32, sink: &mut impl Sink) {
+    fn run(self, simd: Isa, split: usize, tau: f32, sink: &mut impl Sink) {
         if self.scan.listed {
             kernels::emit_listed(
                 self.x,
@@ -363,7 +378,7 @@ fn encode_dense(
 ) -> Result<EncodeSummary, Error> {
     let n = seg.len();
     let tau = params.tau;
-    let simd = cpu.simd;
+    let simd = cpu.isa;
     let items: Vec<_> = seg.chunks(clen).enumerate().collect();
     let counts = parallel(items, |(c, x)| {
         simd.count(x, 0, tau)

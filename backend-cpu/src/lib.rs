@@ -79,19 +79,43 @@ pub enum Path {
     Fast,
 }
 
+/// The widest SIMD instructions the fast path may use. It uses the best the CPU has, up to
+/// this (detected at run time), so [`Simd::Avx512`] means "whatever is best".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Simd {
+    /// Plain loops.
+    None,
+    /// AVX2 (with BMI1 and POPCNT), 8 lanes.
+    Avx2,
+    /// AVX-512F, 16 lanes and the compress instruction.
+    Avx512,
+}
+
+impl Simd {
+    /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::None => "scalar",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+        }
+    }
+}
+
 /// How a [`Cpu`] backend runs. Every configuration produces the same bytes and bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CpuConfig {
     /// The implementation.
     pub path: Path,
-    /// The most threads the fast path uses (at least 1).
+    /// The most chunks the fast path cuts a vector into, each a task for the process's
+    /// worker pool (at least 1; 1 runs on the calling thread).
     pub threads: usize,
     /// The fewest elements a fast-path chunk holds, so that small vectors are not split
     /// into chunks whose thread start-up costs more than the work (default 65536).
     pub min_chunk: usize,
-    /// Whether the fast path may use SIMD instructions (AVX2, detected at run time);
-    /// `false` forces its scalar fallback.
-    pub simd: bool,
+    /// The widest SIMD instructions the fast path may use (the best the CPU has up to
+    /// this); [`Simd::None`] forces its scalar fallback.
+    pub simd: Simd,
 }
 
 impl CpuConfig {
@@ -101,7 +125,7 @@ impl CpuConfig {
             path: Path::Portable,
             threads: 1,
             min_chunk: 1 << 16,
-            simd: false,
+            simd: Simd::None,
         }
     }
 
@@ -112,7 +136,7 @@ impl CpuConfig {
             path: Path::Fast,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             min_chunk: 1 << 16,
-            simd: true,
+            simd: Simd::Avx512,
         }
     }
 
@@ -128,8 +152,15 @@ impl CpuConfig {
         self
     }
 
-    /// The same configuration with SIMD allowed or not.
+    /// The same configuration with SIMD allowed (the best the CPU has) or not.
     pub fn with_simd(mut self, simd: bool) -> Self {
+        self.simd = if simd { Simd::Avx512 } else { Simd::None };
+        self
+    }
+
+    /// The same configuration with SIMD instructions up to `simd` (to run a narrower path on
+    /// a CPU that has a wider one, as the conformance suite does).
+    pub fn with_max_simd(mut self, simd: Simd) -> Self {
         self.simd = simd;
         self
     }
@@ -157,9 +188,9 @@ impl Default for CpuConfig {
 pub struct Cpu {
     config: CpuConfig,
     #[cfg(feature = "std")]
-    simd: fast::Simd,
+    isa: fast::Isa,
     #[cfg(feature = "std")]
-    lists: std::sync::Mutex<Vec<Vec<kernels::Rec>>>,
+    lists: std::sync::Mutex<Vec<kernels::Recs>>,
 }
 
 impl Default for Cpu {
@@ -177,7 +208,7 @@ impl Cpu {
         Cpu {
             config,
             #[cfg(feature = "std")]
-            simd: fast::Simd::detect(config.simd),
+            isa: fast::Isa::detect(config.simd),
             #[cfg(feature = "std")]
             lists: std::sync::Mutex::new(Vec::new()),
         }
@@ -199,17 +230,23 @@ impl Cpu {
         &self.config
     }
 
-    /// Whether the fast path of this backend uses AVX2 on this CPU.
-    pub fn uses_avx2(&self) -> bool {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    /// The SIMD instructions this backend's kernels use on this CPU ([`Simd::None`] for the
+    /// portable path).
+    pub fn simd(&self) -> Simd {
+        #[cfg(feature = "std")]
         if self.config.path == Path::Fast {
-            return self.simd == fast::Simd::Avx2;
+            return self.isa.simd();
         }
-        false
+        Simd::None
+    }
+
+    /// Whether the fast path of this backend uses AVX2 (and not AVX-512) on this CPU.
+    pub fn uses_avx2(&self) -> bool {
+        self.simd() == Simd::Avx2
     }
 
     #[cfg(feature = "std")]
-    fn take_lists(&self) -> Vec<Vec<kernels::Rec>> {
+    fn take_lists(&self) -> Vec<kernels::Recs> {
         match self.lists.lock() {
             Ok(mut g) => core::mem::take(&mut *g),
             Err(p) => core::mem::take(&mut *p.into_inner()),
@@ -217,7 +254,7 @@ impl Cpu {
     }
 
     #[cfg(feature = "std")]
-    fn put_lists(&self, lists: Vec<Vec<kernels::Rec>>) {
+    fn put_lists(&self, lists: Vec<kernels::Recs>) {
         match self.lists.lock() {
             Ok(mut g) => *g = lists,
             Err(p) => *p.into_inner() = lists,
@@ -291,13 +328,11 @@ impl Backend for Cpu {
         match self.config.path {
             Path::Portable => "cpu-portable",
             #[cfg(feature = "std")]
-            Path::Fast => {
-                if self.uses_avx2() {
-                    "cpu-avx2"
-                } else {
-                    "cpu-scalar"
-                }
-            }
+            Path::Fast => match self.simd() {
+                Simd::Avx512 => "cpu-avx512",
+                Simd::Avx2 => "cpu-avx2",
+                Simd::None => "cpu-scalar",
+            },
         }
     }
 
@@ -380,6 +415,57 @@ impl Backend for Cpu {
             Path::Portable => slices::sub_scaled(params, update, scale),
             #[cfg(feature = "std")]
             Path::Fast => fast::sub_scaled(self, params, update, scale),
+        }
+        Ok(())
+    }
+
+    /// For a round of sparse messages with few entries (at most N / 16 in all), touches
+    /// only the entries: decodes them into `update`, then for each entry's element, the
+    /// first time it is met, steps `params` by the element's full sum and sets it back to 0
+    /// (elements whose sum is 0 are left alone: `p - scale * 0` is `p`). Otherwise the three
+    /// full passes.
+    fn apply_messages<'m, I>(
+        &self,
+        msgs: I,
+        update: &mut Vec<f32>,
+        params: &mut Vec<f32>,
+        scale: f32,
+    ) -> Result<(), CpuError>
+    where
+        I: Iterator<Item = MessageView<'m>> + Clone,
+    {
+        check_same_len(params.len(), update.len())?;
+        let n = update.len();
+        let mut entries = 0usize;
+        let mut sparse = true;
+        for m in msgs.clone() {
+            sparse &= m.encoding() == wire::Encoding::Sparse;
+            entries += m.count() as usize;
+        }
+        for m in msgs.clone() {
+            self.decode_add(&m, update)?;
+        }
+        if !sparse || entries > n / 16 {
+            self.sub_scaled(params, update, scale)?;
+            return self.fill(update, 0.0);
+        }
+        for m in msgs {
+            let offset = m.target_range(n)?.start;
+            for e in m.sparse_entries() {
+                // Validated: `1 <= |e| <= N` and the range fits the target.
+                let i = offset + e.unsigned_abs() as usize - 1;
+                if let (Some(u), Some(p)) = (update.get_mut(i), params.get_mut(i))
+                    && *u != 0.0
+                {
+                    // `sub_scaled`'s rounding: a plain difference when scale is 1.
+                    *p = if scale == 1.0 {
+                        *p - *u
+                    } else {
+                        *p - scale * *u
+                    };
+                    *u = 0.0;
+                }
+            }
         }
         Ok(())
     }

@@ -646,7 +646,7 @@ impl Backend for Cuda {
             }
         }
         let header = plan.header(params, n);
-        let bytes = crate::crc::seal(out, header);
+        let bytes = gradcast_core::wire::seal(out, header);
         Ok(EncodeSummary {
             encoding: plan.encoding,
             entries: plan.entries as u32,
@@ -835,7 +835,7 @@ mod tests {
         let plan = Plan::new(&params, 8, 2, 1024, |_| 0).unwrap();
         let mut out = vec![0u8; plan.bytes];
         out[HEADER_LEN..].copy_from_slice(&[1, 0, 0, 0, 0xF9, 0xFF, 0xFF, 0xFF]); // +1, -7
-        let len = crate::crc::seal(&mut out, plan.header(&params, 8));
+        let len = gradcast_core::wire::seal(&mut out, plan.header(&params, 8));
         let msg = MessageView::parse(&out[..len]).unwrap();
         assert_eq!(msg.sparse_entries().collect::<Vec<_>>(), vec![1, -7]);
     }

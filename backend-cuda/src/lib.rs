@@ -5,7 +5,6 @@
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 pub mod bench;
-mod crc;
 mod device;
 pub mod error;
 pub mod kernels;

@@ -4,6 +4,11 @@
 //! The measuring routines belong to the backends (`gradcast_cpu::bench`,
 //! `gradcast_opencl::bench`, `gradcast_cuda::bench`); this command picks the sizes, runs them
 //! and prints a table or JSON.
+//!
+//! `gradcast bench --round` measures whole rounds of the round protocol on the CPU backend
+//! instead (`gradcast_cpu::bench::round_cost`): P parties in one process, encode, exchange,
+//! validation, decode and step, next to a dense in-process exchange of the same N and the
+//! time to read N floats, measured in the same run.
 
 use crate::error::CliError;
 use clap::Args;
@@ -12,15 +17,24 @@ use serde::Serialize;
 /// Options of `gradcast bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Vector sizes as powers of two (the CPU issue's sizes: 24 and 26).
-    #[arg(long, value_delimiter = ',', default_values_t = [24u32, 26])]
+    /// Vector sizes as powers of two (default 24,26; with --round 20,23,26).
+    #[arg(long, value_delimiter = ',')]
     pub log2_n: Vec<u32>,
-    /// Fractions of elements at or above the threshold.
-    #[arg(long, value_delimiter = ',', default_values_t = [1e-4, 1e-3, 1e-2])]
+    /// Fractions of elements at or above the threshold (default 1e-4,1e-3,1e-2; with
+    /// --round 1e-3,1e-2).
+    #[arg(long, value_delimiter = ',')]
     pub density: Vec<f64>,
-    /// Repetitions of each measurement (the best is reported).
+    /// Repetitions of each measurement (the best is reported); with --round, timed rounds
+    /// (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
+    /// Measure whole rounds of the round protocol (CPU backend, in-process parties) against
+    /// a dense in-process exchange, instead of the kernels.
+    #[arg(long)]
+    pub round: bool,
+    /// With --round: party counts.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4])]
+    pub parties: Vec<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -56,16 +70,37 @@ pub struct BenchRow {
     pub identical: bool,
 }
 
+/// `--log2-n`, or its default for the mode.
+fn sizes(a: &BenchArgs) -> Vec<u32> {
+    match (a.log2_n.is_empty(), a.round) {
+        (false, _) => a.log2_n.clone(),
+        (true, false) => vec![24, 26],
+        (true, true) => vec![20, 23, 26],
+    }
+}
+
+/// `--density`, or its default for the mode.
+fn densities(a: &BenchArgs) -> Vec<f64> {
+    match (a.density.is_empty(), a.round) {
+        (false, _) => a.density.clone(),
+        (true, false) => vec![1e-4, 1e-3, 1e-2],
+        (true, true) => vec![1e-3, 1e-2],
+    }
+}
+
 fn check(a: &BenchArgs) -> Result<(), CliError> {
+    if let Some(&p) = a.parties.iter().find(|&&p| !(1..=64).contains(&p)) {
+        return Err(CliError::Usage(format!("--parties {p}: from 1 to 64")));
+    }
     if a.reps == 0 {
         return Err(CliError::Usage("--reps must be at least 1".into()));
     }
-    if let Some(l) = a.log2_n.iter().find(|&&l| !(4..=28).contains(&l)) {
+    if let Some(l) = sizes(a).iter().find(|&&l| !(4..=28).contains(&l)) {
         return Err(CliError::Usage(format!(
             "--log2-n {l}: sizes from 2^4 to 2^28 elements"
         )));
     }
-    if let Some(d) = a.density.iter().find(|&&d| !(d > 0.0 && d <= 1.0)) {
+    if let Some(d) = densities(a).iter().find(|&&d| !(d > 0.0 && d <= 1.0)) {
         return Err(CliError::Usage(format!("--density {d}: must be in (0, 1]")));
     }
     Ok(())
@@ -83,8 +118,8 @@ fn gbps(bytes: usize, seconds: f64) -> f64 {
 fn cpu_rows(a: &BenchArgs, rows: &mut Vec<BenchRow>) -> Result<(), CliError> {
     use gradcast_cpu::bench;
     let configs = bench::standard_configs();
-    for &l in &a.log2_n {
-        for &d in &a.density {
+    for &l in &sizes(a) {
+        for &d in &densities(a) {
             let n = 1usize << l;
             let r = bench::cpu_report(n, d, a.reps, &configs)
                 .map_err(|e| CliError::Backend(format!("cpu benchmark: {e}")))?;
@@ -118,8 +153,8 @@ fn opencl_rows(a: &BenchArgs, rows: &mut Vec<BenchRow>) -> Result<(), CliError> 
             return Ok(());
         }
     };
-    for &l in &a.log2_n {
-        for &d in &a.density {
+    for &l in &sizes(a) {
+        for &d in &densities(a) {
             let n = 1usize << l;
             let r = gradcast_opencl::bench::ocl_row(&ocl, n, d, a.reps)
                 .map_err(|e| CliError::Backend(format!("opencl benchmark: {e}")))?;
@@ -152,7 +187,7 @@ fn cuda_rows(a: &BenchArgs, rows: &mut Vec<BenchRow>) -> Result<(), CliError> {
             return Ok(());
         }
     };
-    for &l in &a.log2_n {
+    for &l in &sizes(a) {
         let n = 1usize << l;
         let r = gradcast_cuda::bench::encode_vs_copy(&cuda, n, a.reps)
             .map_err(|e| CliError::Backend(format!("cuda benchmark: {e}")))?;
@@ -180,6 +215,9 @@ fn cuda_rows(a: &BenchArgs, rows: &mut Vec<BenchRow>) -> Result<(), CliError> {
 /// Bad options; backend errors.
 pub fn run(a: &BenchArgs) -> Result<(), CliError> {
     check(a)?;
+    if a.round {
+        return run_round(a);
+    }
     let mut rows = Vec::new();
     cpu_rows(a, &mut rows)?;
     #[cfg(feature = "opencl")]
@@ -221,4 +259,112 @@ pub fn run(a: &BenchArgs) -> Result<(), CliError> {
         "\nreference: the plain read bandwidth of the same buffer in the same run (CUDA: a device copy); ratios use each operation's best run."
     );
     Ok(())
+}
+
+/// One measured round configuration of `gradcast bench --round`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundRow {
+    /// Elements per vector.
+    pub n: usize,
+    /// Parties.
+    pub parties: usize,
+    /// Requested density of each update.
+    pub density: f64,
+    /// Entries each party sent per round (mean).
+    pub entries: f64,
+    /// Median time of one gradcast round (party 0: store_update + apply_update), ms.
+    pub round_ms: f64,
+    /// Median time of one dense in-process round (each party sums P vectors, steps), ms.
+    pub dense_ms: f64,
+    /// Median time to read N floats on one thread, ms.
+    pub read_ms: f64,
+    /// round_ms / dense_ms (below 1: gradcast is cheaper).
+    pub round_vs_dense: f64,
+    /// round_ms / read_ms.
+    pub round_vs_read: f64,
+    /// Whether every party's replica ended bit-identical (it must).
+    pub replicas_identical: bool,
+}
+
+fn run_round(a: &BenchArgs) -> Result<(), CliError> {
+    let mut rows = Vec::new();
+    for &l in &sizes(a) {
+        for &p in &a.parties {
+            for &d in &densities(a) {
+                let n = 1usize << l;
+                let r = gradcast_cpu::bench::round_cost(n, p, d, a.reps)
+                    .map_err(|e| CliError::Backend(format!("round benchmark: {e}")))?;
+                rows.push(RoundRow {
+                    n,
+                    parties: p,
+                    density: d,
+                    entries: r.entries,
+                    round_ms: r.round.median() * 1e3,
+                    dense_ms: r.dense.median() * 1e3,
+                    read_ms: r.read.median() * 1e3,
+                    round_vs_dense: r.vs_dense(),
+                    round_vs_read: r.vs_read(),
+                    replicas_identical: r.replicas_identical,
+                });
+            }
+        }
+    }
+    if rows.iter().any(|r| !r.replicas_identical) {
+        eprintln!("error: replicas differ after the same rounds");
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "backend": "cpu",
+            "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "rounds": a.reps,
+            "rows": rows,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| CliError::Train(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{:>6} {:>3} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+            "N",
+            "P",
+            "density",
+            "entries",
+            "round ms",
+            "dense ms",
+            "read ms",
+            "vs dense",
+            "vs read",
+            "replicas"
+        );
+        for r in &rows {
+            println!(
+                "{:>6} {:>3} {:>8.0e} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>9.3} {:>9.2} {:>9}",
+                format!("2^{}", r.n.trailing_zeros()),
+                r.parties,
+                r.density,
+                r.entries,
+                r.round_ms,
+                r.dense_ms,
+                r.read_ms,
+                r.round_vs_dense,
+                r.round_vs_read,
+                if r.replicas_identical {
+                    "same"
+                } else {
+                    "DIFFER"
+                }
+            );
+        }
+        println!(
+            "\nround: one round of the round protocol per party (encode, exchange, validate, decode, step), median; dense: every party sums the P updates and steps; read: one thread reads N floats."
+        );
+    }
+    if rows.iter().all(|r| r.replicas_identical) {
+        Ok(())
+    } else {
+        Err(CliError::Backend(
+            "replicas differ after the same rounds".into(),
+        ))
+    }
 }

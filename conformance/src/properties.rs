@@ -1109,13 +1109,13 @@ pub fn multi_round_replicas_identical<B: Backend>(b: &B) {
                     Reference
                         .sub_scaled(&mut ref_params[w], &u, scale)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    dev(b.fill(&mut update, 0.0))?;
-                    for m in &got_msgs {
-                        let msg = MessageView::parse(m)
-                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                        dev(b.decode_add(&msg, &mut update))?;
-                    }
-                    dev(b.sub_scaled(&mut params[w], &update, scale))?;
+                    // The round protocol's step: `update` holds zeros before and after.
+                    let views = got_msgs
+                        .iter()
+                        .map(|m| MessageView::parse(m))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    dev(b.apply_messages(views.into_iter(), &mut update, &mut params[w], scale))?;
                 }
             }
             dev(b.sync())?;

@@ -2,9 +2,11 @@
 //! name says which backend failed (`cpu::mass_conservation`).
 //!
 //! The CPU backend is checked in several configurations, because its output must not depend
-//! on any of them: the default fast path (AVX2 when present, every thread), the portable
-//! path, the fast path cut into many small chunks over 3 threads (chunk seams, the cap's
-//! split inside a chunk, the exclusive scan), and the fast path's scalar fallback.
+//! on any of them: the default fast path (the widest SIMD the CPU has, every thread), the
+//! portable path, the fast path cut into many small chunks over 3 threads (chunk seams, the
+//! cap's split inside a chunk, the exclusive scan), the fast path's scalar fallback on 2
+//! threads, AVX2 on 2 threads where the CPU also has AVX-512, and AVX-512 on 4 threads
+//! (the last two print SKIP where they would repeat the default or the CPU lacks them).
 // A std-only test binary.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
@@ -39,6 +41,48 @@ mod cpu_scalar {
         )
     }
     gradcast_conformance::conformance_suite!(Some(backend()));
+}
+
+#[cfg(feature = "cpu")]
+mod cpu_avx2 {
+    use gradcast_cpu::{Cpu, CpuConfig, Simd};
+    fn backend() -> Option<Cpu> {
+        // The default `cpu` configuration already runs AVX2 where it is the best path.
+        let best = Cpu::default().simd();
+        let cpu = Cpu::new(
+            CpuConfig::fast()
+                .with_threads(2)
+                .with_min_chunk(512)
+                .with_max_simd(Simd::Avx2),
+        );
+        if cpu.simd() != Simd::Avx2 || best == Simd::Avx2 {
+            println!(
+                "SKIP: AVX2 below a wider path is not this CPU's case (default uses {best:?})"
+            );
+            return None;
+        }
+        Some(cpu)
+    }
+    gradcast_conformance::conformance_suite!(backend());
+}
+
+#[cfg(feature = "cpu")]
+mod cpu_avx512 {
+    use gradcast_cpu::{Cpu, CpuConfig, Simd};
+    fn backend() -> Option<Cpu> {
+        let cpu = Cpu::new(
+            CpuConfig::fast()
+                .with_threads(4)
+                .with_min_chunk(512)
+                .with_max_simd(Simd::Avx512),
+        );
+        if cpu.simd() != Simd::Avx512 {
+            println!("SKIP: no AVX-512 on this CPU");
+            return None;
+        }
+        Some(cpu)
+    }
+    gradcast_conformance::conformance_suite!(backend());
 }
 
 #[cfg(feature = "opencl")]

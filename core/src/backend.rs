@@ -145,6 +145,39 @@ pub trait Backend {
         scale: f32,
     ) -> Result<(), Self::Error>;
 
+    /// Applies one round's messages to a replica: decodes every message of `msgs` into
+    /// `update`, in order (as [`Backend::decode_add`]), then `params -= scale * update` (as
+    /// [`Backend::sub_scaled`]), and leaves `update` all zeros again. The round protocol's
+    /// step.
+    ///
+    /// `update` must hold zeros on entry; after an error its contents are unspecified (fill
+    /// it with zeros before the next call). The result is bit-identical to the three-step
+    /// sequence, so a backend may skip elements no message touches (`p - scale * 0` is `p`)
+    /// and clear only the elements it changed: the default does the three full passes (a
+    /// decode, the step, a fill); the CPU backend, for sparse rounds, touches only the
+    /// entries. (Only a signalling NaN in `params` could tell the difference: a full pass
+    /// quiets it, a skipped element keeps it; Rust does not specify NaN bits of arithmetic
+    /// results anyway.)
+    ///
+    /// # Errors
+    /// As [`Backend::decode_add`] and [`Backend::sub_scaled`].
+    fn apply_messages<'m, I>(
+        &self,
+        msgs: I,
+        update: &mut Self::Buffer,
+        params: &mut Self::Buffer,
+        scale: f32,
+    ) -> Result<(), Self::Error>
+    where
+        I: Iterator<Item = MessageView<'m>> + Clone,
+    {
+        for m in msgs {
+            self.decode_add(&m, update)?;
+        }
+        self.sub_scaled(params, update, scale)?;
+        self.fill(update, 0.0)
+    }
+
     /// Clips `range` to `[-limit, limit]` and reports what was removed.
     ///
     /// # Errors

@@ -58,6 +58,61 @@ impl<'a> Iterator for Messages<'a> {
     }
 }
 
+/// One message of a packet that [`check_packet`] validated: its header and where its bytes
+/// lie in the packet, so that the packet need not be parsed again.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checked {
+    header: Header,
+    start: usize,
+    len: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl Checked {
+    /// The message, as a view into `packet`, which must be the bytes [`check_packet`]
+    /// validated (same slice or a copy of it).
+    pub(crate) fn view<'a>(&self, packet: &'a [u8]) -> MessageView<'a> {
+        MessageView::from_parsed(self.header, &packet[self.start..self.start + self.len])
+    }
+
+    /// The message's header.
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Where the message starts in its packet.
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+}
+
+/// Parses and validates every message of `packet` once (header, checksum, payload), and
+/// appends what a decoder needs to `out`, with start offsets shifted by `offset` (the
+/// packet's place in a larger buffer).
+///
+/// # Errors
+/// The first message's parse error; `out` then holds the messages before it.
+#[cfg(feature = "alloc")]
+pub(crate) fn check_packet(
+    packet: &[u8],
+    offset: usize,
+    out: &mut alloc::vec::Vec<Checked>,
+) -> Result<(), Error> {
+    let mut at = 0;
+    for m in Messages::new(packet) {
+        let view = m?;
+        let len = view.as_bytes().len();
+        out.push(Checked {
+            header: *view.header(),
+            start: offset + at,
+            len,
+        });
+        at += len;
+    }
+    Ok(())
+}
+
 /// Validates every message of a packet and returns how many it holds.
 ///
 /// # Errors

@@ -179,6 +179,9 @@ fn clipping_schedule_is_dl4j() {
     }
     // Default: off.
     assert_eq!(EncoderConfig::default().clipping, None);
+    // Residual statistics cost a pass over the residual (a download on a device): only
+    // when asked.
+    assert!(!EncoderConfig::default().residual_stats);
 }
 
 #[test]
@@ -405,7 +408,10 @@ fn statistics_are_consistent() {
     let enc: Encoder = Encoder::new(
         n,
         TargetSparsity::new(1e-3, 0.01, 0.9).unwrap().into(),
-        EncoderConfig::default(),
+        EncoderConfig {
+            residual_stats: true,
+            ..EncoderConfig::default()
+        },
     )
     .unwrap();
     let mut d = Driver::new(enc);

@@ -22,7 +22,7 @@ use super::{
 use crate::backend::Backend;
 use crate::barrier::{Barrier, MAX_PARTIES, Poison, PoisonCause, Relax, SpinThenYield};
 use crate::error::{Classify, Error};
-use crate::packet::{Messages, PartyEncoder};
+use crate::packet::{Checked, Messages, PartyEncoder, check_packet};
 use crate::primitive::{AtomicUsize, CachePadded, Ordering, UnsafeCell, panicking};
 use crate::queue::HeapQueue;
 use alloc::boxed::Box;
@@ -40,6 +40,8 @@ struct SlotData {
     buf: Box<[u8]>,
     /// The current packet's length; 0 when the party has not contributed.
     len: usize,
+    /// The current packet's messages, validated once by its party when it published them.
+    msgs: Vec<Checked>,
 }
 
 impl PacketSlot {
@@ -52,6 +54,18 @@ impl PacketSlot {
             // SAFETY: the caller guarantees there is no concurrent writer.
             let d = unsafe { &*p };
             &d.buf[..d.len]
+        })
+    }
+
+    /// The published packet and its validated messages.
+    ///
+    /// # Safety
+    /// As [`PacketSlot::bytes`].
+    unsafe fn checked(&self) -> (&[u8], &[Checked]) {
+        self.data.with(|p| {
+            // SAFETY: the caller guarantees there is no concurrent writer.
+            let d = unsafe { &*p };
+            (&d.buf[..d.len], &d.msgs[..])
         })
     }
 
@@ -85,6 +99,8 @@ struct RoundData {
     remote_entries: Box<[RemoteEntry]>,
     remote_count: usize,
     remote_bytes: usize,
+    /// Every remote message, validated once by the leader, ordered by its place in the arena.
+    remote_msgs: Vec<Checked>,
     /// Every packet of the round in canonical (global sender) order. Capacity P + R.
     order: Vec<Source>,
     transport_ns: u64,
@@ -181,7 +197,9 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         data.remote_count = count;
         data.remote_bytes = bytes;
 
-        // Validate every remote packet before anyone decodes anything.
+        // Validate every remote packet, once, before anyone decodes anything; the parties
+        // decode from the validated messages.
+        data.remote_msgs.clear();
         let local_ids =
             config.first_sender as u64..config.first_sender as u64 + config.parties as u64;
         let entries = &mut data.remote_entries[..count];
@@ -200,9 +218,14 @@ impl<T: Transport, R: Relax> Shared<T, R> {
                 }
                 .into());
             }
-            for m in Messages::new(&data.remote_arena[e.start..e.start + e.len]) {
-                let view = m?;
-                let h = *view.header();
+            let first = data.remote_msgs.len();
+            check_packet(
+                &data.remote_arena[e.start..e.start + e.len],
+                e.start,
+                &mut data.remote_msgs,
+            )?;
+            for m in &data.remote_msgs[first..] {
+                let h = *m.header();
                 if h.sender != e.sender {
                     return Err(Error::SenderMismatch {
                         round,
@@ -219,9 +242,10 @@ impl<T: Transport, R: Relax> Shared<T, R> {
                     }
                     .into());
                 }
-                view.target_range(config.n)?;
+                m.view(&data.remote_arena).target_range(config.n)?;
             }
         }
+        data.remote_msgs.sort_unstable_by_key(|m| m.start());
         entries.sort_unstable_by_key(|e| e.sender);
         for w in entries.windows(2) {
             if w[0].sender == w[1].sender {
@@ -294,6 +318,9 @@ struct PartyState<B: Backend, E> {
     stepped: Option<u64>,
     encode_ns: u64,
     own_bytes: usize,
+    /// Whether `update` holds zeros, as [`Backend::apply_messages`] requires (it leaves them
+    /// so; after a failed step the buffer is filled again before the next one).
+    update_zeroed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -409,6 +436,7 @@ where
                 stepped: None,
                 encode_ns: 0,
                 own_bytes: 0,
+                update_zeroed: true,
             });
         }
         let slots = packet_lens
@@ -417,6 +445,7 @@ where
                 data: UnsafeCell::new(SlotData {
                     buf: vec![0u8; len].into_boxed_slice(),
                     len: 0,
+                    msgs: Vec::new(),
                 }),
             })
             .collect();
@@ -436,6 +465,7 @@ where
                 remote_entries: vec![RemoteEntry::default(); remote_max].into_boxed_slice(),
                 remote_count: 0,
                 remote_bytes: 0,
+                remote_msgs: Vec::new(),
                 order: Vec::with_capacity(p + remote_max),
                 transport_ns: 0,
                 scale: 1.0,
@@ -544,7 +574,9 @@ where
             s.stepped = None;
             s.own_bytes = 0;
             // SAFETY: `&mut self`.
-            unsafe { self.shared.slots[s.index as usize].data_mut() }.len = 0;
+            let slot = unsafe { self.shared.slots[s.index as usize].data_mut() };
+            slot.len = 0;
+            slot.msgs.clear();
         }
         report.residuals_dropped = options.drop_residuals;
         self.shared.barrier.reset();
@@ -665,6 +697,7 @@ where
         // are done, via the gate) and has not arrived at barrier A yet.
         let slot = unsafe { self.shared.slots[st.index as usize].data_mut() };
         slot.len = 0;
+        slot.msgs.clear();
         let sender = self.config.first_sender + st.index;
         match st
             .encoder
@@ -672,6 +705,22 @@ where
         {
             Ok(len) => slot.len = len,
             Err(e) => return Err(self.fail(RoundError::Backend(e))),
+        }
+        // Validated once, here, in parallel with the other parties; every party decodes
+        // from `msgs` without parsing again. An encoder that wrote an invalid packet fails
+        // the round (its packet is not published).
+        let checked = slot
+            .buf
+            .get(..slot.len)
+            .ok_or(Error::Truncated {
+                needed: slot.len,
+                got: slot.buf.len(),
+            })
+            .and_then(|packet| check_packet(packet, 0, &mut slot.msgs));
+        if let Err(e) = checked {
+            slot.len = 0;
+            slot.msgs.clear();
+            return Err(self.fail(e.into()));
         }
         let len = slot.len;
         st.published = Some(round);
@@ -900,23 +949,33 @@ where
             return Ok(());
         }
         let b = self.backend;
-        let update = &mut self.state.update;
-        b.fill(update, 0.0).map_err(RoundError::Backend)?;
-        for src in &data.order {
-            let bytes = match *src {
+        let st = &mut *self.state;
+        if !st.update_zeroed {
+            b.fill(&mut st.update, 0.0).map_err(RoundError::Backend)?;
+            st.update_zeroed = true;
+        }
+        // Every message was validated once when it was published (local) or received
+        // (remote): decode from the checked views, in canonical order.
+        let slots = &self.shared.slots;
+        let msgs = data.order.iter().flat_map(move |src| {
+            let (bytes, msgs) = match *src {
                 // SAFETY: between barriers A and B nobody writes a slot.
-                Source::Local(i) => unsafe { self.shared.slots[i as usize].bytes() },
+                Source::Local(i) => unsafe { slots[i as usize].checked() },
                 Source::Remote(j) => {
                     let e = data.remote_entries[j as usize];
-                    &data.remote_arena[e.start..e.start + e.len]
+                    let all = &data.remote_msgs;
+                    let lo = all.partition_point(|m| m.start() < e.start);
+                    let hi = all.partition_point(|m| m.start() < e.start + e.len);
+                    (&data.remote_arena[..], &all[lo..hi])
                 }
             };
-            for m in Messages::new(bytes) {
-                b.decode_add(&m?, update).map_err(RoundError::Backend)?;
-            }
-        }
-        b.sub_scaled(params, update, data.scale)
-            .map_err(RoundError::Backend)
+            msgs.iter().map(move |m| m.view(bytes))
+        });
+        st.update_zeroed = false;
+        b.apply_messages(msgs, &mut st.update, params, data.scale)
+            .map_err(RoundError::Backend)?;
+        st.update_zeroed = true;
+        Ok(())
     }
 
     /// Joins a round: the gate (wait for the previous round), then the member count.
