@@ -3,6 +3,8 @@
 #   1. finds NVRTC (libnvrtc.so.12) and puts it on LD_LIBRARY_PATH,
 #   2. builds gradcast-cuda (release) and runs its tests, which now run on the device,
 #   3. runs the conformance suite with --features cuda,
+#   3b. runs the CPU backend's tests, the CPU conformance suite and the CPU encode benchmark on
+#      the host CPU (which usually has AVX-512: the only place its compress path runs),
 #   4. runs the encode benchmark (N = 2^26..2^28, density 1e-3, as a ratio of a device-to-device
 #      copy measured in the same run) and, if torch with CUDA is importable, a torch.nonzero
 #      threshold encode of the same data on the same GPU,
@@ -100,6 +102,32 @@ for log in cuda-tests conformance; do
   fi
 done
 
+# ---- 3b. the CPU backend's SIMD paths on this host's CPU. Device machines usually have
+# AVX-512, which the development and CI machines lack, so this is where its compress path
+# runs: its tests (SKIP where the CPU has no AVX-512, then recorded as not run), the CPU
+# conformance suite (the `cpu_avx512` and `cpu_avx2` modules), and the encode benchmark.
+CPU_FLAGS=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+# shellcheck disable=SC2086
+run_step "cpu backend tests (host CPU)" "$OUT_DIR/cpu-tests.log" \
+  cargo test $CARGO_FLAGS --release -p gradcast-cpu -- --nocapture
+# shellcheck disable=SC2086
+run_step "conformance, CPU paths (host CPU)" "$OUT_DIR/cpu-conformance.log" \
+  cargo test $CARGO_FLAGS --release -p gradcast-conformance -- --nocapture
+if [[ " $CPU_FLAGS " == *" avx512f "* ]]; then
+  for log in cpu-tests cpu-conformance; do
+    if grep -q "SKIP: no AVX-512" "$OUT_DIR/$log.log" 2>/dev/null; then
+      record "AVX-512 ran in $log" "FAIL (the CPU has avx512f but the path was skipped)"
+    else
+      record "AVX-512 ran in $log" "pass"
+    fi
+  done
+else
+  record "AVX-512 path" "not run (this host CPU has no avx512f)"
+fi
+# shellcheck disable=SC2086
+GRADCAST_BENCH_REPS=9 run_step "cpu encode benchmark (host CPU)" "$OUT_DIR/cpu-bench.log" \
+  cargo bench $CARGO_FLAGS -p gradcast-cpu --bench encode
+
 # ---- 4. benchmarks
 # shellcheck disable=SC2086
 run_step "encode benchmark" "$OUT_DIR/bench.log" \
@@ -169,6 +197,10 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
     echo "| 2^$(awk -v n="$n" 'BEGIN { printf "%d", log(n) / log(2) + 0.5 }') | $(echo "$line" | field candidates) | $(echo "$line" | field encode_ms) | $(echo "$line" | field copy_ms) | $(echo "$line" | field ratio) | $( [ -n "$t" ] && echo "$t" | field encode_ms || echo n/a) | $( [ -n "$t" ] && echo "$t" | field ratio || echo n/a) |"
   done
   if [ -n "$TORCH_NOTE" ]; then echo; echo "$TORCH_NOTE"; fi
+  echo
+  echo "CPU backend on the host CPU ($(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads, load $(cut -d' ' -f1-3 /proc/loadavg)):"
+  echo
+  grep '^|' "$OUT_DIR/cpu-bench.log" 2>/dev/null || echo "(no CPU benchmark output)"
 } | tee "$OUT_DIR/summary.md"
 
 for r in "${STEP_RESULTS[@]}"; do
