@@ -34,7 +34,7 @@ fn main() {
         .filter(|(label, _)| label.contains(only.as_str()))
         .collect();
     println!(
-        "| N | density | encoding | K | path | threads | read GB/s | encode GB/s | encode / read | decode GB/s | decode / read | decode M entries/s |"
+        "| N | density | encoding | K | path | threads | read GB/s | encode GB/s | encode / read | decode GB/s | decode / read | validate + decode M entries/s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &l in &log2n {
@@ -51,12 +51,7 @@ fn main() {
                 eprintln!("N = 2^{l}, density {d}: configurations wrote different messages!");
             }
             for row in &r.rows {
-                let best = row.decode.best();
-                let entries_per_s = if best > 0.0 {
-                    r.entries as f64 / best / 1e6
-                } else {
-                    0.0
-                };
+                let entries_per_s = r.validated_entries_per_s(row) / 1e6;
                 println!(
                     "| 2^{l} | {d:e} | {} | {} | {} ({}) | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
                     r.encoding.name(),

@@ -291,6 +291,9 @@ pub struct CpuReport {
     pub messages_identical: bool,
     /// [`sum`] over the buffer (one thread).
     pub read: Timing,
+    /// [`MessageView::parse`] of the message (header, CRC-32C, every entry): the validation
+    /// a receiver does before decoding.
+    pub parse: Timing,
     /// One row per configuration.
     pub rows: Vec<CpuRow>,
 }
@@ -315,6 +318,12 @@ impl CpuReport {
     /// count (best times: the least disturbed run of each).
     pub fn encode_ratio(&self, row: &CpuRow) -> f64 {
         ratio(row.read.best(), row.encode.best())
+    }
+
+    /// Entries per second a row validates ([`MessageView::parse`]) and adds into a vector
+    /// (best times of each).
+    pub fn validated_entries_per_s(&self, row: &CpuRow) -> f64 {
+        ratio(self.entries as f64, self.parse.best() + row.decode.best())
     }
 
     /// A row's decode throughput as a fraction of the read bandwidth with the row's thread
@@ -385,6 +394,9 @@ pub fn cpu_report(
     ];
     let mut dec = enc.clone();
     let mut reads = enc.clone();
+    let mut parse = Timing {
+        samples: Vec::new(),
+    };
     for _ in 0..reps.max(1) {
         read.samples.push(sum_once(&any, &host, &mut buf)?);
         for (k, cpu) in cpus.iter().enumerate() {
@@ -401,7 +413,11 @@ pub fn cpu_report(
             } else {
                 identical &= first == bytes;
             }
-            let msg = MessageView::parse(bytes)?;
+            let t = Instant::now();
+            let msg = black_box(MessageView::parse(black_box(bytes)))?;
+            if k == 0 {
+                parse.samples.push(t.elapsed().as_secs_f64());
+            }
             dec[k].samples.push(decode_once(cpu, &msg, &mut target)?);
         }
     }
@@ -433,6 +449,7 @@ pub fn cpu_report(
         message_bytes: summary.bytes,
         messages_identical: identical,
         read,
+        parse,
         rows,
     })
 }

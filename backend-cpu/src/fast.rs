@@ -1,9 +1,10 @@
-//! The fast path (`std`): AVX2 lanes when the CPU has them, and threads over chunks.
+//! The fast path (`std`): the widest SIMD lanes the CPU has (AVX-512, AVX2, or plain loops),
+//! and chunks run on the process's shared worker pool ([`parallel`]).
 //!
 //! # Encode
 //!
 //! The segment is cut into contiguous chunks of a multiple of [`BLOCK`] elements (so every
-//! chunk starts on a bitmap byte), one per thread.
+//! chunk starts on a bitmap byte), at most [`crate::CpuConfig::threads`] of them.
 //!
 //! 1. **Pass 1** (parallel): each chunk validates its elements and counts its candidates
 //!    before and from the cap's start offset. While a chunk has few candidates (at most one
@@ -18,8 +19,7 @@
 //! 4. **Pass 2** (parallel): each chunk writes its entries into its own part of the payload
 //!    (sparse: its slots; bitmap: its bytes), from its list or by walking again, and restores
 //!    the speculative debits of candidates the cap left out.
-//! 5. The header and the checksum are written (CRC-32C is serial; for sparse messages the
-//!    payload is small).
+//! 5. The header and the checksum are written (CRC-32C with the CPU's CRC instruction).
 //!
 //! The result depends only on the data, never on the number of chunks or threads.
 

@@ -639,7 +639,7 @@ pub(crate) fn decode_sparse(target: &mut [f32], base: usize, entries: &[u8], tau
 }
 
 /// How many entries ahead [`decode_sparse`] prefetches.
-const PREFETCH_AHEAD: usize = 24;
+const PREFETCH_AHEAD: usize = 48;
 
 /// A hint that `*t` is about to be read and written (no effect on the result).
 #[inline(always)]

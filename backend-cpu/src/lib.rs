@@ -6,12 +6,16 @@
 //!
 //! * **Portable path** ([`Path::Portable`], always available, `no_std` + `alloc`): plain
 //!   loops, one thread, two passes (validate and count, then write and commit).
-//! * **Fast path** ([`Path::Fast`], feature `std`, the default): blocks of 32 elements
-//!   tested with AVX2 (detected at run time with `is_x86_feature_detected!`, with a scalar
-//!   fallback), threads over contiguous chunks (`std::thread::scope`; the count is
-//!   configurable and defaults to `available_parallelism`), and for sparse messages a single
-//!   walk over the residual: candidates are recorded and debited speculatively and put back
-//!   exactly if validation fails or the cap leaves them out. See [`fast`](crate#fast-path).
+//! * **Fast path** ([`Path::Fast`], feature `std`, the default): SIMD lanes chosen at run time
+//!   with `is_x86_feature_detected!` (AVX-512 with its compress instruction, else AVX2, else
+//!   plain loops; [`CpuConfig::simd`] caps the choice, [`Cpu::simd`] says which runs),
+//!   contiguous chunks run as tasks of one process-wide worker pool (rayon's global pool:
+//!   every [`Cpu`] and every party of a process share it, so P parties asking for T chunks
+//!   each never run more threads than the pool has; no thread is started per call), and for
+//!   sparse messages a single walk over the residual: candidates are found per 512-element
+//!   superblock without a branch per block, recorded and debited speculatively, and put
+//!   back exactly if validation fails or the cap leaves them out. See
+//!   [`fast`](crate#fast-path).
 //!
 //! The output never depends on the number of threads: chunks report their candidate
 //! counts, the core's [`Plan`] turns them into a selection (the cap and its rotating start
@@ -43,7 +47,10 @@
 //! start, and (while a chunk has at most one candidate in 16 elements) record and debit
 //! them. Errors restore every chunk. The [`Plan`] then fixes the selection, each chunk gets
 //! its quota and first slot, and pass 2 writes the payload in parallel. The CRC-32C of the
-//! payload is computed serially (small for sparse messages).
+//! message is the core's [`wire::checksum`] (the CPU's CRC instruction).
+//!
+//! A round of the round protocol steps with [`Backend::apply_messages`]: for sparse rounds
+//! this backend touches only the entries (decode, step, clear), not the whole vector.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
