@@ -19,7 +19,48 @@ fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
     }
 }
 
+/// `GRADCAST_BENCH_ROUND=1`: the round-cost table instead (`gradcast_cpu::bench::round_cost`,
+/// the routine of `gradcast bench --round`), over GRADCAST_BENCH_LOG2N (default 20,23,26),
+/// GRADCAST_BENCH_PARTIES (1,2,4) and GRADCAST_BENCH_DENSITIES (1e-3,1e-2), with
+/// GRADCAST_BENCH_REPS timed rounds (5).
+fn rounds() {
+    let log2n: Vec<u32> = env_list("GRADCAST_BENCH_LOG2N", &[20, 23, 26]);
+    let parties: Vec<usize> = env_list("GRADCAST_BENCH_PARTIES", &[1, 2, 4]);
+    let densities: Vec<f64> = env_list("GRADCAST_BENCH_DENSITIES", &[1e-3, 1e-2]);
+    let reps: usize = std::env::var("GRADCAST_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!(
+        "| N | P | density | entries per party | gradcast round ms | dense round ms | read N floats ms | round / dense | round / read | replicas |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &l in &log2n {
+        for &p in &parties {
+            for &d in &densities {
+                match gradcast_cpu::bench::round_cost(1 << l, p, d, reps) {
+                    Ok(r) => println!(
+                        "| 2^{l} | {p} | {d:e} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {} |",
+                        r.entries,
+                        r.round.median() * 1e3,
+                        r.dense.median() * 1e3,
+                        r.read.median() * 1e3,
+                        r.vs_dense(),
+                        r.vs_read(),
+                        if r.replicas_identical { "same" } else { "DIFFER" },
+                    ),
+                    Err(e) => eprintln!("N = 2^{l}, P = {p}, density {d}: {e}"),
+                }
+            }
+        }
+    }
+}
+
 fn main() {
+    if std::env::var_os("GRADCAST_BENCH_ROUND").is_some() {
+        rounds();
+        return;
+    }
     // `cargo bench` passes `--bench`; a filter argument is not supported and ignored.
     let log2n: Vec<u32> = env_list("GRADCAST_BENCH_LOG2N", &[24, 26]);
     let densities: Vec<f64> = env_list("GRADCAST_BENCH_DENSITIES", &[1e-4, 1e-3, 1e-2]);
@@ -37,6 +78,7 @@ fn main() {
         "| N | density | encoding | K | path | threads | read GB/s | encode GB/s | encode / read | decode GB/s | decode / read | validate + decode M entries/s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut validation = Vec::new();
     for &l in &log2n {
         let n = 1usize << l;
         for &d in &densities {
@@ -47,6 +89,13 @@ fn main() {
                     continue;
                 }
             };
+            validation.push(format!(
+                "| 2^{l} | {d:e} | {} | {:.1} | {:.2} | {:.1} |",
+                r.message_bytes,
+                r.parse.best() * 1e6,
+                r.message_bytes as f64 / r.crc.best().max(1e-12) / 1e9,
+                r.crc.best() * 1e6,
+            ));
             if !r.messages_identical {
                 eprintln!("N = 2^{l}, density {d}: configurations wrote different messages!");
             }
@@ -68,5 +117,11 @@ fn main() {
                 );
             }
         }
+    }
+    println!();
+    println!("| N | density | message bytes | parse (validate) µs | CRC-32C GB/s | CRC-32C µs |");
+    println!("|---|---|---|---|---|---|");
+    for line in validation {
+        println!("{line}");
     }
 }

@@ -294,6 +294,8 @@ pub struct CpuReport {
     /// [`MessageView::parse`] of the message (header, CRC-32C, every entry): the validation
     /// a receiver does before decoding.
     pub parse: Timing,
+    /// [`wire::checksum`] alone over the message (the CRC-32C part of the parse).
+    pub crc: Timing,
     /// One row per configuration.
     pub rows: Vec<CpuRow>,
 }
@@ -397,6 +399,9 @@ pub fn cpu_report(
     let mut parse = Timing {
         samples: Vec::new(),
     };
+    let mut crc = Timing {
+        samples: Vec::new(),
+    };
     for _ in 0..reps.max(1) {
         read.samples.push(sum_once(&any, &host, &mut buf)?);
         for (k, cpu) in cpus.iter().enumerate() {
@@ -417,6 +422,12 @@ pub fn cpu_report(
             let msg = black_box(MessageView::parse(black_box(bytes)))?;
             if k == 0 {
                 parse.samples.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                black_box(wire::checksum(
+                    black_box(&bytes[..wire::HEADER_LEN - 4]),
+                    black_box(&bytes[wire::HEADER_LEN..]),
+                ));
+                crc.samples.push(t.elapsed().as_secs_f64());
             }
             dec[k].samples.push(decode_once(cpu, &msg, &mut target)?);
         }
@@ -450,6 +461,7 @@ pub fn cpu_report(
         messages_identical: identical,
         read,
         parse,
+        crc,
         rows,
     })
 }
