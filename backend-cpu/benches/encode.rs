@@ -47,7 +47,11 @@ fn rounds() {
                         r.read.median() * 1e3,
                         r.vs_dense(),
                         r.vs_read(),
-                        if r.replicas_identical { "same" } else { "DIFFER" },
+                        if r.replicas_identical {
+                            "same"
+                        } else {
+                            "DIFFER"
+                        },
                     ),
                     Err(e) => eprintln!("N = 2^{l}, P = {p}, density {d}: {e}"),
                 }

@@ -286,9 +286,11 @@ pub(crate) struct ChunkScan {
 }
 
 /// Scratch for [`flatten`]: a superblock's candidate offsets, with room for a few more.
+#[cfg(feature = "std")]
 pub(crate) type Offsets = [u16; SUPER + EAGER];
 
 /// Candidate offsets [`flatten`] writes per word whether the word has them or not.
+#[cfg(feature = "std")]
 const EAGER: usize = 3;
 
 /// Writes the chunk-relative indices of a superblock's candidates, in order, to `idx` and
@@ -297,6 +299,7 @@ const EAGER: usize = 3;
 /// offsets are written whether the word has them or not (the ones past its count are
 /// overwritten by the next word), so no branch depends on where the candidates are; a word
 /// with more takes a short loop.
+#[cfg(feature = "std")]
 #[inline(always)]
 pub(crate) fn flatten(masks: &[u64; SB_WORDS], idx: &mut Offsets) -> usize {
     let mut pos = 0;

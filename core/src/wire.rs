@@ -361,6 +361,7 @@ impl<'a> MessageView<'a> {
 
     /// A view of bytes that [`MessageView::parse`] accepted, with the header it returned:
     /// how the round protocol hands a packet validated once to every party.
+    #[cfg(feature = "alloc")]
     pub(crate) fn from_parsed(header: Header, bytes: &'a [u8]) -> MessageView<'a> {
         MessageView { header, bytes }
     }
@@ -369,6 +370,19 @@ impl<'a> MessageView<'a> {
         let n = self.header.n;
         match self.header.encoding {
             Encoding::Sparse => {
+                // The common case, valid entries, in one branch-free pass: every `|e|` above
+                // the previous one (the first above 0) and the last at most N. Only a bad
+                // payload takes the exact walk below, which names the first bad entry.
+                let mut last = 0u32;
+                let mut bad = false;
+                for c in self.payload().chunks_exact(4) {
+                    let index = i32::from_le_bytes([c[0], c[1], c[2], c[3]]).unsigned_abs();
+                    bad |= index <= last;
+                    last = index;
+                }
+                if !bad && last <= n {
+                    return Ok(());
+                }
                 let mut previous: i32 = 0;
                 for (position, entry) in self.sparse_entries().enumerate() {
                     if entry == 0 {
