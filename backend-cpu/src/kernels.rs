@@ -482,6 +482,7 @@ pub(crate) trait Sink {
     fn put(&mut self, i: usize, positive: bool);
 
     /// Every entry of `entries` (sparse `±(i+1)`, ascending) is sent.
+    #[cfg(feature = "std")]
     fn put_entries(&mut self, entries: &[i32]) {
         for &e in entries {
             self.put(e.unsigned_abs() as usize - 1, e > 0);
@@ -509,6 +510,7 @@ impl Sink for SparseSink<'_> {
         self.pos += 4;
     }
 
+    #[cfg(feature = "std")]
     fn put_entries(&mut self, entries: &[i32]) {
         let end = (self.pos + 4 * entries.len()).min(self.out.len());
         for (slot, e) in self.out[self.pos..end].chunks_exact_mut(4).zip(entries) {
