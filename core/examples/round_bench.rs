@@ -94,6 +94,7 @@ fn std_barrier_ns(p: usize, iters: u32) -> f64 {
 fn round_ns<R: Relax>(p: usize, rounds: u64, contribute: bool) -> f64 {
     let mut config = RoundConfig::new(p, 1);
     config.clock = None;
+    config.timeout = None;
     let mut acc: Accumulator<Reference, Empty, Local, R> =
         Accumulator::new(Reference, config, vec![Empty; p], Local).unwrap();
     let start = std::sync::Barrier::new(p);

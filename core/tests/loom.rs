@@ -16,7 +16,9 @@
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // test code is std
 
 use gradcast_core::Error;
-use gradcast_core::barrier::{Barrier, Park, Poison, PoisonCause, Relax, Spin};
+use gradcast_core::barrier::{
+    Barrier, Deadline, Park, Poison, PoisonCause, Relax, Spin, WaitStage,
+};
 use gradcast_core::queue::ArrayQueue;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -291,6 +293,51 @@ fn barrier_poison_wakes_parked_waiter() {
     });
 }
 
+/// A clock for the timeout model: ticks on every reading. A plain atomic (loom does not model
+/// it): only the model's main thread reads it, so each execution reads the same values.
+static TICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn ticks() -> u64 {
+    TICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A bounded wait races the other participant's arrival: whoever wins, the generation
+/// completes for both or for neither (the timed-out participant withdraws before the last
+/// arrival, or sees it and waits), and a failure is the timeout's record for both.
+#[test]
+fn barrier_timeout_is_all_or_nothing() {
+    model(|| {
+        TICKS.store(0, std::sync::atomic::Ordering::Relaxed);
+        let b = Arc::new(Barrier::<Spin>::new());
+        let other = {
+            let b = b.clone();
+            thread::spawn(move || b.wait(2))
+        };
+        let deadline = Deadline::start(ticks, std::time::Duration::from_nanos(2));
+        let mine = b.wait_timeout(2, &deadline);
+        let theirs = other.join().unwrap();
+        match (&mine, &theirs) {
+            (Ok(a), Ok(b)) => assert!(a.is_leader() ^ b.is_leader()),
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b);
+                assert!(matches!(
+                    a,
+                    Error::Poisoned {
+                        cause: PoisonCause::TimedOut {
+                            stage: WaitStage::Barrier,
+                            ..
+                        },
+                        ..
+                    }
+                ));
+            }
+            _ => {
+                panic!("one participant passed a generation the other gave up: {mine:?} {theirs:?}")
+            }
+        }
+    });
+}
+
 /// Parked waiters over two generations: no lost wake-up.
 #[test]
 fn barrier_park_two_generations() {
@@ -323,6 +370,7 @@ fn round_two_parties() {
     model(|| {
         let mut config = RoundConfig::new(2, 4);
         config.clock = None;
+        config.timeout = None;
         // Leaked so the parties can move into 'static loom threads (a few hundred bytes).
         let acc: &'static mut Acc = Box::leak(Box::new(
             Acc::new(Reference, config, [FixedEncoder::new(0.5); 2], Local).unwrap(),
@@ -369,6 +417,7 @@ fn round_gate_orders_solo_rounds() {
     model(|| {
         let mut config = RoundConfig::new(2, 2);
         config.clock = None;
+        config.timeout = None;
         let acc: &'static mut Acc = Box::leak(Box::new(
             Acc::new(Reference, config, [FixedEncoder::new(0.5); 2], Local).unwrap(),
         ));

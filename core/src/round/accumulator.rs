@@ -14,16 +14,28 @@
 //! B(r-1) advances `epoch` (release) after that barrier completed, so everything done in
 //! round r-1 happens before anything done in round r. With one member, the single party
 //! does everything in program order, and the gate orders it against the next round.
+//!
+//! The transport (and the record of the last round it exchanged) is also guarded by a
+//! token, `transport_busy`: the leader takes it around the exchange, and a failing party
+//! takes it to report the failure to the other nodes ([`Transport::fail_round`]); a party
+//! that finds it taken leaves the report to its holder (who either exchanges the round, so
+//! there is nothing to report, or reports it). Acquire on taking, release on giving back.
+//!
+//! The per-party `stamps` (joined, arrived at A, arrived at B, with the round's epoch) are
+//! diagnostics: read only to name the parties a timed-out wait was waiting for, ordered by
+//! nothing, so they use plain atomics even under loom.
 
 use super::transport::{LocalPackets, RemoteEntry, RemotePackets, Transport};
 use super::{
     Published, ResetOptions, ResetReport, RoundConfig, RoundError, RoundSummary, Step, Ticket,
 };
 use crate::backend::Backend;
-use crate::barrier::{Barrier, MAX_PARTIES, Poison, PoisonCause, Relax, SpinThenYield};
+use crate::barrier::{
+    Barrier, Deadline, MAX_PARTIES, PartySet, Poison, PoisonCause, Relax, SpinThenYield, WaitStage,
+};
 use crate::error::{Classify, Error};
 use crate::packet::{Checked, Messages, PartyEncoder, check_packet};
-use crate::primitive::{AtomicUsize, CachePadded, Ordering, UnsafeCell, panicking};
+use crate::primitive::{AtomicU8, AtomicUsize, CachePadded, Ordering, UnsafeCell, panicking};
 use crate::queue::HeapQueue;
 use alloc::boxed::Box;
 use alloc::vec;
@@ -107,6 +119,27 @@ struct RoundData {
     scale: f32,
 }
 
+/// The transport and what the accumulator remembers of its use; guarded by the token.
+struct TransportCell<T> {
+    transport: T,
+    /// The last round this node took part in across nodes: exchanged, or reported as failed
+    /// ([`Transport::fail_round`]). `None` after construction and after a reset.
+    exchanged: Option<u64>,
+}
+
+/// `Shared::transport_busy`: free, or held by a leader or a failure report.
+const TOKEN_FREE: u8 = 0;
+const TOKEN_HELD: u8 = 1;
+
+/// The stages a party's stamp records (the low two bits; the round's epoch above them).
+const STAMP_JOINED: usize = 1;
+const STAMP_AT_A: usize = 2;
+const STAMP_AT_B: usize = 3;
+
+fn stamp(epoch: usize, stage: usize) -> usize {
+    epoch.wrapping_shl(2) | stage
+}
+
 struct Shared<T, R: Relax> {
     barrier: Barrier<R>,
     /// Rounds completed since `Accumulator::base_round` (wrapping): round `base + epoch` is
@@ -119,14 +152,20 @@ struct Shared<T, R: Relax> {
     /// Local party indices of this round's contributors, in publication order.
     board: HeapQueue<u32>,
     slots: Box<[PacketSlot]>,
-    transport: UnsafeCell<T>,
+    /// Each party's progress, `stamp(epoch, stage)`: diagnostics for timeouts (see the
+    /// module docs).
+    stamps: Box<[CachePadded<core::sync::atomic::AtomicUsize>]>,
+    /// The token guarding `transport` (see the module docs).
+    transport_busy: AtomicU8,
+    transport: UnsafeCell<TransportCell<T>>,
     data: UnsafeCell<RoundData>,
 }
 
 // SAFETY: the cells are accessed as the module docs' table says: each slot by its party
-// before barrier A and by everyone (reading) between A and B; the round data and the
-// transport by the leader of A alone, then (the round data) read-only by everyone until B.
-// The transport is only ever used by one thread at a time, so it needs `Send`, not `Sync`.
+// before barrier A and by everyone (reading) between A and B; the round data by the leader
+// of A alone, then read-only by everyone until B; the transport by the holder of its token
+// alone. The transport is only ever used by one thread at a time, so it needs `Send`, not
+// `Sync`.
 unsafe impl<T: Send, R: Relax> Sync for Shared<T, R> {}
 
 impl<T, R: Relax> Shared<T, R> {
@@ -146,11 +185,47 @@ impl<T, R: Relax> Shared<T, R> {
     }
 
     /// # Safety
-    /// As [`Shared::data_mut`].
+    /// Only while holding the transport token, or under `&mut`.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn transport_mut(&self) -> &mut T {
+    unsafe fn transport_mut(&self) -> &mut TransportCell<T> {
         // SAFETY: the caller guarantees exclusive access.
         self.transport.with_mut(|p| unsafe { &mut *p })
+    }
+
+    /// Records `party`'s progress (diagnostics only).
+    fn set_stamp(&self, party: u32, epoch: usize, stage: usize) {
+        self.stamps[party as usize]
+            .store(stamp(epoch, stage), core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The parties that have not reached `stage` of the round at `epoch`, besides `me`:
+    /// every such party by name when all P parties are members; otherwise the members that
+    /// joined and did not reach it by name, and `members - arrived` in all.
+    fn missing(
+        &self,
+        me: u32,
+        epoch: usize,
+        stage: usize,
+        members: usize,
+        arrived: usize,
+    ) -> PartySet {
+        let mut set = PartySet::EMPTY;
+        let all = members == self.stamps.len();
+        let mut named = 0;
+        for (i, s) in self.stamps.iter().enumerate() {
+            if i == me as usize {
+                continue;
+            }
+            let s = s.load(core::sync::atomic::Ordering::Relaxed);
+            let reached = s >> 2 == epoch & (usize::MAX >> 2) && s & 3 >= stage;
+            let joined = s >> 2 == epoch & (usize::MAX >> 2);
+            if !reached && (all || joined) {
+                set.insert(i);
+                named += 1;
+            }
+        }
+        set.add_unnamed(members.saturating_sub(arrived).saturating_sub(named));
+        set
     }
 }
 
@@ -164,8 +239,8 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         round: u64,
         config: &RoundConfig,
     ) -> Result<(), RoundError<BE, T::Error>> {
-        // SAFETY: the caller guarantees exclusive access to the round data and transport.
-        let (data, transport) = unsafe { (self.data_mut(), self.transport_mut()) };
+        // SAFETY: the caller guarantees exclusive access to the round data.
+        let data = unsafe { self.data_mut() };
         data.round = round;
         data.local.clear();
         data.local_bytes = 0;
@@ -189,6 +264,28 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         let t0 = now(config);
         let mut remote = RemotePackets::new(&mut data.remote_arena, &mut data.remote_entries);
         let local = LocalPackets::from_slots(&self.slots, &data.local, config.first_sender);
+        // A failure report holds the token, or has used this round's place in the exchange:
+        // the round is poisoned either way.
+        let poisoned = || -> RoundError<BE, T::Error> {
+            let p = self.barrier.poisoned().unwrap_or(Poison {
+                party: None,
+                round,
+                cause: PoisonCause::Failed(crate::error::ErrorKind::Protocol),
+            });
+            p.to_error().into()
+        };
+        // Held until the end of the lead action (validation asks the transport which
+        // senders it knows).
+        let Some(_token) = TransportToken::take(self) else {
+            return Err(poisoned());
+        };
+        // SAFETY: this thread holds the transport token.
+        let cell = unsafe { self.transport_mut() };
+        if cell.exchanged == Some(round) {
+            return Err(poisoned());
+        }
+        cell.exchanged = Some(round);
+        let transport = &mut cell.transport;
         transport
             .exchange(round, &local, &mut remote)
             .map_err(RoundError::Transport)?;
@@ -294,6 +391,26 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         self.joined.store(0, Ordering::Relaxed);
     }
 
+    /// Tells the other nodes that this node will not exchange `current`, the round in
+    /// progress, if the accumulator is poisoned and this node has not exchanged (or
+    /// reported) that round yet ([`Transport::fail_round`]). Called by every party that
+    /// poisons or sees the poison; does nothing when the token is held (its holder exchanges
+    /// the round, or reports it).
+    fn report_failure(&self, current: u64) {
+        let Some(poison) = self.barrier.poisoned() else {
+            return;
+        };
+        let Some(_token) = TransportToken::take(self) else {
+            return;
+        };
+        // SAFETY: this thread holds the transport token.
+        let cell = unsafe { self.transport_mut() };
+        if cell.exchanged != Some(current) {
+            cell.exchanged = Some(current);
+            cell.transport.fail_round(current, &poison);
+        }
+    }
+
     /// Opens the next round (after the closing barrier completed) and wakes the parties
     /// waiting for it at the gate.
     fn open_next(&self, parties: usize) {
@@ -302,6 +419,46 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         if parties > 1 {
             self.barrier.notify_all();
         }
+    }
+}
+
+/// The poison of a party that waited longer than its bound.
+fn timed_out(
+    party: u32,
+    round: u64,
+    stage: WaitStage,
+    missing: PartySet,
+    deadline: Option<&Deadline>,
+) -> Poison {
+    Poison {
+        party: Some(party),
+        round,
+        cause: PoisonCause::TimedOut {
+            stage,
+            missing,
+            after: deadline.map_or(core::time::Duration::ZERO, Deadline::after),
+        },
+    }
+}
+
+/// The transport token, held until dropped (see the module docs).
+struct TransportToken<'a>(&'a AtomicU8);
+
+impl<'a> TransportToken<'a> {
+    /// Takes the token of `shared`; `None` when someone holds it.
+    fn take<T, R: Relax>(shared: &'a Shared<T, R>) -> Option<Self> {
+        shared
+            .transport_busy
+            .compare_exchange(TOKEN_FREE, TOKEN_HELD, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| TransportToken(&shared.transport_busy))
+    }
+}
+
+impl Drop for TransportToken<'_> {
+    fn drop(&mut self) {
+        // Release: the next holder sees everything done with the transport.
+        self.0.store(TOKEN_FREE, Ordering::Release);
     }
 }
 
@@ -391,6 +548,12 @@ where
             }
             .into());
         }
+        if config.timeout.is_some() && config.clock.is_none() {
+            return Err(Error::RoundConfig {
+                reason: "a timeout needs a clock (set RoundConfig::clock, or timeout: None)",
+            }
+            .into());
+        }
         let capacity = config.queue_capacity.unwrap_or(p);
         if capacity < p {
             return Err(Error::QueueTooSmall {
@@ -456,7 +619,14 @@ where
             members: AtomicUsize::new(0),
             board: HeapQueue::with_capacity(capacity)?,
             slots,
-            transport: UnsafeCell::new(transport),
+            stamps: (0..p)
+                .map(|_| CachePadded(core::sync::atomic::AtomicUsize::new(0)))
+                .collect(),
+            transport_busy: AtomicU8::new(TOKEN_FREE),
+            transport: UnsafeCell::new(TransportCell {
+                transport,
+                exchanged: None,
+            }),
             data: UnsafeCell::new(RoundData {
                 round: config.first_round,
                 local: Vec::with_capacity(p),
@@ -582,6 +752,11 @@ where
         self.shared.barrier.reset();
         self.shared.close_counts();
         self.shared.epoch = CachePadded(AtomicUsize::new(0));
+        for s in self.shared.stamps.iter() {
+            s.store(0, core::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: `&mut self`: no party handle exists.
+        unsafe { self.shared.transport_mut() }.exchanged = None;
         self.base_round = options.next_round.unwrap_or(if unfinished.is_some() {
             current + 1
         } else {
@@ -632,7 +807,7 @@ impl<B: Backend, E, T, R: Relax> Accumulator<B, E, T, R> {
     /// The transport.
     pub fn transport(&mut self) -> &mut T {
         // SAFETY: `&mut self`: no party handle exists.
-        unsafe { self.shared.transport_mut() }
+        &mut unsafe { self.shared.transport_mut() }.transport
     }
 
     /// The poison, if a party failed.
@@ -655,7 +830,7 @@ impl<B: Backend, E, T, R: Relax> fmt::Debug for Accumulator<B, E, T, R> {
 ///
 /// A handle dropped in the middle of a round, or while its thread panics (`std`), poisons
 /// the round, so the other parties return an error instead of waiting forever.
-pub struct Party<'a, B: Backend, E, T, R: Relax> {
+pub struct Party<'a, B: Backend, E, T: Transport, R: Relax> {
     state: &'a mut PartyState<B, E>,
     shared: &'a Shared<T, R>,
     backend: &'a B,
@@ -826,32 +1001,45 @@ where
         };
         let shared = self.shared;
         let config = self.config;
+        let party = self.state.index;
         if let Some(poison) = shared.barrier.poisoned() {
             self.state.phase = Phase::Idle;
+            shared.report_failure(self.current_round());
             return Err(poison.to_error().into());
         }
         let t0 = now(config);
+        let epoch = round.wrapping_sub(self.base_round) as usize;
 
         // Barrier A: everyone has published; the leader exchanges and orders.
         let led = if members > 1 {
             let mut lead_error = None;
-            let party = self.state.index;
-            let waited = shared.barrier.wait_with(members, || {
-                // SAFETY: every member waits at this barrier while its leader runs this.
-                unsafe { shared.lead(round, config) }.map_err(|e| {
-                    let poison = Poison {
-                        party: Some(party),
-                        round,
-                        cause: PoisonCause::Failed(e.kind()),
-                    };
-                    lead_error = Some(e);
-                    poison
-                })
-            });
+            let deadline = self.deadline();
+            shared.set_stamp(party, epoch, STAMP_AT_A);
+            let waited = shared.barrier.wait_bounded(
+                members,
+                deadline.as_ref(),
+                || {
+                    // SAFETY: every member waits at this barrier while its leader runs this.
+                    unsafe { shared.lead(round, config) }.map_err(|e| {
+                        let poison = Poison {
+                            party: Some(party),
+                            round,
+                            cause: PoisonCause::Failed(e.kind()),
+                        };
+                        lead_error = Some(e);
+                        poison
+                    })
+                },
+                |arrived| {
+                    let missing = shared.missing(party, epoch, STAMP_AT_A, members, arrived);
+                    timed_out(party, round, WaitStage::Publish, missing, deadline.as_ref())
+                },
+            );
             match waited {
                 Ok(w) => w.is_leader(),
                 Err(e) => {
                     self.state.phase = Phase::Idle;
+                    shared.report_failure(self.current_round());
                     return Err(lead_error.unwrap_or(RoundError::Round(e)));
                 }
             }
@@ -893,10 +1081,20 @@ where
 
         // Barrier B: nobody reads this round's slots and data any more.
         if members > 1 {
-            match shared.barrier.wait_with(members, || {
-                shared.close_counts();
-                Ok(())
-            }) {
+            let deadline = self.deadline();
+            shared.set_stamp(party, epoch, STAMP_AT_B);
+            match shared.barrier.wait_bounded(
+                members,
+                deadline.as_ref(),
+                || {
+                    shared.close_counts();
+                    Ok(())
+                },
+                |arrived| {
+                    let missing = shared.missing(party, epoch, STAMP_AT_B, members, arrived);
+                    timed_out(party, round, WaitStage::Apply, missing, deadline.as_ref())
+                },
+            ) {
                 Ok(w) => {
                     if w.is_leader() {
                         shared.open_next(config.parties);
@@ -904,10 +1102,12 @@ where
                 }
                 Err(e) => {
                     self.state.phase = Phase::Idle;
+                    shared.report_failure(self.current_round());
                     return Err(e.into());
                 }
             }
         } else {
+            shared.set_stamp(party, epoch, STAMP_AT_B);
             shared.close_counts();
             shared.open_next(config.parties);
         }
@@ -928,11 +1128,13 @@ where
             Phase::Idle => self.current_round(),
         };
         self.state.phase = Phase::Idle;
-        self.shared.barrier.poison(Poison {
+        let won = self.shared.barrier.poison(Poison {
             party: Some(self.state.index),
             round,
             cause,
-        })
+        });
+        self.shared.report_failure(self.current_round());
+        won
     }
 
     /// The poison, if some party failed.
@@ -997,6 +1199,7 @@ where
         }
         if let Some(poison) = self.shared.barrier.poisoned() {
             self.state.phase = Phase::Idle;
+            self.shared.report_failure(self.current_round());
             return Err(poison.to_error().into());
         }
         let m = ticket.members;
@@ -1013,20 +1216,36 @@ where
         let relative = ticket.round.wrapping_sub(self.base_round);
         let target = relative as usize;
         let mut current = None;
+        let deadline = self.deadline();
+        let (base, parties) = (self.base_round, self.config.parties);
         if relative > (usize::MAX / 2) as u64 {
             current = Some(shared.epoch.load(Ordering::Acquire));
-        } else if let Err(e) = shared.barrier.wait_until(|| {
-            let e = shared.epoch.load(Ordering::Acquire);
-            let ahead = target.wrapping_sub(e);
-            if ahead == 0 {
-                true
-            } else if ahead <= usize::MAX / 2 {
-                false // an earlier round is still in progress: wait for ours
-            } else {
-                current = Some(e); // our round is over
-                true
-            }
-        }) {
+        } else if let Err(e) = shared.barrier.wait_until_bounded(
+            || {
+                let e = shared.epoch.load(Ordering::Acquire);
+                let ahead = target.wrapping_sub(e);
+                if ahead == 0 {
+                    true
+                } else if ahead <= usize::MAX / 2 {
+                    false // an earlier round is still in progress: wait for ours
+                } else {
+                    current = Some(e); // our round is over
+                    true
+                }
+            },
+            deadline.as_ref(),
+            || {
+                // Name the round still running, and who has not finished it.
+                let e = shared.epoch.load(Ordering::Acquire);
+                timed_out(
+                    party,
+                    base.wrapping_add(e as u64),
+                    WaitStage::Join,
+                    shared.missing(party, e, STAMP_AT_B, parties, parties),
+                    deadline.as_ref(),
+                )
+            },
+        ) {
             return Err(self.fail(e.into()));
         }
         if let Some(e) = current {
@@ -1067,6 +1286,7 @@ where
                 .into(),
             ));
         }
+        shared.set_stamp(party, target, STAMP_JOINED);
         self.state.phase = Phase::Joined {
             round: ticket.round,
             members: m,
@@ -1075,7 +1295,14 @@ where
         Ok(())
     }
 
-    /// Poisons with this failure (unless it is someone else's poison) and leaves the round.
+    /// A deadline for one wait, when the configuration bounds waits.
+    fn deadline(&self) -> Option<Deadline> {
+        let (timeout, clock) = (self.config.timeout?, self.config.clock?);
+        Some(Deadline::start(clock, timeout))
+    }
+
+    /// Poisons with this failure (unless it is someone else's poison), leaves the round,
+    /// and tells the other nodes if this node has not exchanged the round in progress.
     fn fail(&mut self, error: RoundError<B::Error, T::Error>) -> RoundError<B::Error, T::Error> {
         let round = match self.state.phase {
             Phase::Joined { round, .. } => round,
@@ -1089,11 +1316,12 @@ where
                 cause: PoisonCause::Failed(error.kind()),
             });
         }
+        self.shared.report_failure(self.current_round());
         error
     }
 }
 
-impl<B: Backend, E, T, R: Relax> Drop for Party<'_, B, E, T, R> {
+impl<B: Backend, E, T: Transport, R: Relax> Drop for Party<'_, B, E, T, R> {
     fn drop(&mut self) {
         let cause = if panicking() {
             PoisonCause::Panicked
@@ -1114,10 +1342,14 @@ impl<B: Backend, E, T, R: Relax> Drop for Party<'_, B, E, T, R> {
             round,
             cause,
         });
+        let current = self
+            .base_round
+            .wrapping_add(self.shared.epoch.load(Ordering::Acquire) as u64);
+        self.shared.report_failure(current);
     }
 }
 
-impl<B: Backend, E, T, R: Relax> fmt::Debug for Party<'_, B, E, T, R> {
+impl<B: Backend, E, T: Transport, R: Relax> fmt::Debug for Party<'_, B, E, T, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Party")
             .field("index", &self.state.index)

@@ -5,15 +5,26 @@
 //! Every node's round leader deposits its local packets in the shared [`LoopbackHub`],
 //! meets the other nodes' leaders at a barrier, copies their packets, and meets them again
 //! (so nobody overwrites a deposit another node still reads). Storage is sized once.
-//! Dropping an endpoint poisons the hub, so a node that fails never leaves the others
-//! waiting.
+//!
+//! Nothing waits forever: each meeting is bounded by the hub's timeout
+//! ([`super::DEFAULT_TIMEOUT`] with `std`, [`LoopbackHub::with_timeout`] to choose), and a
+//! node that waits longer poisons the hub with a [`PoisonCause::TimedOut`] record naming
+//! the nodes that did not arrive. A node whose round failed before its exchange tells the
+//! others ([`Transport::fail_round`]), and dropping an endpoint poisons the hub too. Every
+//! other node's exchange then fails with [`Error::Poisoned`], whose `party` names the
+//! *node* that failed (or, for a timeout, the node that gave up). A poisoned hub stays
+//! poisoned: the loopback is a transport for tests, and a failed exchange ends it.
 
 use super::transport::{LocalPackets, RemotePackets, Transport};
-use crate::barrier::{Barrier, Poison, PoisonCause, Relax, SpinThenYield};
+use crate::barrier::{
+    Barrier, Clock, Deadline, PartySet, Poison, PoisonCause, Relax, SpinThenYield, WaitStage,
+};
 use crate::error::Error;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
 
 /// One node's deposit for the current round.
 #[derive(Debug)]
@@ -31,6 +42,11 @@ pub struct LoopbackHub<R: Relax = SpinThenYield> {
     total: u32,
     areas: Vec<spin::Mutex<Area>>,
     barrier: Barrier<R>,
+    /// The bound of each meeting, and its clock.
+    timeout: Option<(Duration, Clock)>,
+    /// How many meetings each node has arrived at: diagnostics, to name the nodes a
+    /// timed-out meeting waited for (ordered by nothing).
+    arrivals: Vec<AtomicUsize>,
 }
 
 impl<R: Relax> LoopbackHub<R> {
@@ -38,9 +54,37 @@ impl<R: Relax> LoopbackHub<R> {
     /// with global sender ids starting at [`LoopbackHub::first_sender`]`(j)`, and packets
     /// of at most `max_packet_len` bytes.
     ///
+    /// Each meeting of the nodes is bounded by [`super::DEFAULT_TIMEOUT`] with `std`
+    /// (unbounded without it); see [`LoopbackHub::with_timeout`].
+    ///
     /// # Errors
     /// [`Error::RoundConfig`] without nodes, or when sender ids overflow `u32`.
     pub fn new(parties_per_node: &[usize], max_packet_len: usize) -> Result<Arc<Self>, Error> {
+        #[cfg(feature = "std")]
+        let timeout = Some((super::DEFAULT_TIMEOUT, super::std_clock as Clock));
+        #[cfg(not(feature = "std"))]
+        let timeout = None;
+        Self::build(parties_per_node, max_packet_len, timeout)
+    }
+
+    /// As [`LoopbackHub::new`], with each meeting of the nodes bounded by `timeout` on
+    /// `clock` (`None`: unbounded).
+    ///
+    /// # Errors
+    /// As [`LoopbackHub::new`].
+    pub fn with_timeout(
+        parties_per_node: &[usize],
+        max_packet_len: usize,
+        timeout: Option<(Duration, Clock)>,
+    ) -> Result<Arc<Self>, Error> {
+        Self::build(parties_per_node, max_packet_len, timeout)
+    }
+
+    fn build(
+        parties_per_node: &[usize],
+        max_packet_len: usize,
+        timeout: Option<(Duration, Clock)>,
+    ) -> Result<Arc<Self>, Error> {
         if parties_per_node.is_empty() {
             return Err(Error::RoundConfig {
                 reason: "a loopback hub needs at least one node",
@@ -72,7 +116,46 @@ impl<R: Relax> LoopbackHub<R> {
             total: total as u32,
             areas,
             barrier: Barrier::new(),
+            timeout,
+            arrivals: parties_per_node
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
         }))
+    }
+
+    /// Node `node` meets the others: a barrier of every node, bounded by the hub's timeout.
+    fn meet(&self, node: usize, round: u64) -> Result<(), Error> {
+        let nodes = self.nodes();
+        let deadline = self
+            .timeout
+            .map(|(after, clock)| Deadline::start(clock, after));
+        let mine = self.arrivals[node].fetch_add(1, Ordering::Relaxed) + 1;
+        let timed_out = |_arrived| {
+            let mut missing = PartySet::EMPTY;
+            for (j, a) in self.arrivals.iter().enumerate() {
+                if a.load(Ordering::Relaxed) < mine {
+                    missing.insert(j);
+                }
+            }
+            Poison {
+                party: Some(node as u32),
+                round,
+                cause: PoisonCause::TimedOut {
+                    stage: WaitStage::Exchange,
+                    missing,
+                    after: deadline.as_ref().map_or(Duration::ZERO, Deadline::after),
+                },
+            }
+        };
+        let met = self
+            .barrier
+            .wait_bounded(nodes, deadline.as_ref(), || Ok(()), timed_out);
+        if met.is_err() {
+            // Withdrawn (or never counted): this node did not complete the meeting.
+            self.arrivals[node].fetch_sub(1, Ordering::Relaxed);
+        }
+        met.map(drop)
     }
 
     /// The number of nodes.
@@ -151,7 +234,6 @@ impl<R: Relax> Transport for Loopback<R> {
         remote: &mut RemotePackets<'_>,
     ) -> Result<(), Error> {
         let hub = &*self.hub;
-        let nodes = hub.nodes();
         {
             let mut area = hub.areas[self.node].lock();
             let area = &mut *area;
@@ -169,15 +251,7 @@ impl<R: Relax> Transport for Loopback<R> {
                 area.entries.push((p.sender, start, p.bytes.len()));
             }
         }
-        let tag = |e: Error| match e {
-            Error::Poisoned { party, cause, .. } => Error::Poisoned {
-                party,
-                round,
-                cause,
-            },
-            other => other,
-        };
-        hub.barrier.wait(nodes).map_err(tag)?;
+        hub.meet(self.node, round)?;
         let mut result = Ok(());
         for (j, area) in hub.areas.iter().enumerate() {
             if j == self.node {
@@ -191,15 +265,25 @@ impl<R: Relax> Transport for Loopback<R> {
             }
         }
         // Meet again even after a failure, so no node overwrites what another still reads.
-        hub.barrier.wait(nodes).map_err(tag)?;
+        hub.meet(self.node, round)?;
         result
+    }
+
+    /// Poisons the hub with this node's failure: every other node's exchange of `round`
+    /// (and every later one) fails with [`Error::Poisoned`] naming this node and the cause.
+    fn fail_round(&mut self, round: u64, poison: &Poison) {
+        self.hub.barrier.poison(Poison {
+            party: Some(self.node as u32),
+            round,
+            cause: poison.cause,
+        });
     }
 }
 
 impl<R: Relax> Drop for Loopback<R> {
     fn drop(&mut self) {
         self.hub.barrier.poison(Poison {
-            party: None,
+            party: Some(self.node as u32),
             round: 0,
             cause: PoisonCause::Abandoned,
         });

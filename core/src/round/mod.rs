@@ -32,9 +32,15 @@
 //!   outnumber queue slots, W9), and a push never blocks.
 //! * **Nothing hangs.** Any error of any party poisons the round; every other party returns
 //!   [`Error::Poisoned`] naming the party, the round and the cause, promptly (no
-//!   sleep-polling, W7). With `std`, a party whose thread panics poisons too (its
-//!   [`Party`] handle sees the unwinding), and so does a party that drops its handle in
-//!   the middle of a round.
+//!   sleep-polling). With `std`, a party whose thread panics poisons too (its [`Party`]
+//!   handle sees the unwinding), and so does a party that drops its handle in the middle of
+//!   a round. **Every wait is bounded** by [`RoundConfig::timeout`] ([`DEFAULT_TIMEOUT`]
+//!   with `std`): a party that waits longer poisons the round with a
+//!   [`PoisonCause::TimedOut`] record naming the round, where it waited and the parties that
+//!   did not arrive. A local failure in a round this node has not exchanged yet is passed to
+//!   the other nodes ([`Transport::fail_round`]), so they return an error naming this node
+//!   instead of waiting for it. The bounds, wait by wait, are listed under
+//!   [Bounds](#bounds).
 //! * **Memory sized once** from (N, P) and the transport's remote sender count: residuals,
 //!   update buffers, slots, the queue, remote storage. No allocation per round.
 //! * **[`Accumulator::reset`]** clears queues and rounds but keeps every residual unless
@@ -45,6 +51,24 @@
 //!
 //! The accumulator needs `alloc`; [`workers::run`] (`std`) runs the P worker threads over a
 //! closure that computes each worker's update (DL4J's `ParallelWrapper` role).
+//!
+//! # Bounds
+//!
+//! Every blocking wait of the protocol, with T = [`RoundConfig::timeout`]:
+//!
+//! | wait | who | bound |
+//! |---|---|---|
+//! | the gate ([`Party::store_update`], [`Party::abstain`]): earlier rounds still running | a party ahead of the others | T |
+//! | barrier A ([`Party::apply_update`]): members still to publish | every member but the last | T until every member has arrived; then the leader's exchange |
+//! | the leader's exchange ([`Transport::exchange`]) | the last member to arrive | the transport's own bound (the MPI transport: its timeout per phase; [`Local`]: none needed) |
+//! | barrier B: members still decoding | every member but the last | T |
+//! | a failure report ([`Transport::fail_round`]) | the failing party | the transport's own bound |
+//! | [`workers::run`]: each worker's report of the round | the calling thread | the slowest closure, plus the bounds above |
+//!
+//! The queue never waits (a full queue hands the item back). Without a clock (`no_std`
+//! without one, or `clock: None`) there is no deadline, and only poisoning ends a wait.
+//!
+//! [`PoisonCause::TimedOut`]: crate::barrier::PoisonCause::TimedOut
 //!
 //! # Example
 //!
@@ -103,6 +127,7 @@
 
 use crate::error::{Classify, Error, ErrorKind};
 use core::fmt;
+use core::time::Duration;
 
 #[cfg(feature = "alloc")]
 mod accumulator;
@@ -118,16 +143,20 @@ pub use accumulator::{Accumulator, Party};
 pub use loopback::{Loopback, LoopbackHub};
 pub use transport::{Local, LocalPacket, LocalPackets, RemoteEntry, RemotePackets, Transport};
 
-/// A monotonic clock in nanoseconds, for the per-round timings. Any origin will do.
-pub type Clock = fn() -> u64;
-
-/// The default clock with `std`: nanoseconds since the first call, from `std::time::Instant`.
+pub use crate::barrier::Clock;
 #[cfg(feature = "std")]
-pub fn std_clock() -> u64 {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
-    origin.elapsed().as_nanos() as u64
-}
+pub use crate::barrier::std_clock;
+
+/// The default bound of every wait of the round protocol ([`RoundConfig::timeout`]) and of
+/// the transports that follow it (the loopback's, the MPI transport's): five minutes.
+///
+/// A wait starts when a party begins to wait for the others, so it includes how much
+/// longer the slowest member's work takes than the waiter's: five minutes leaves room for
+/// training steps of large models on loaded machines (a round in the CI tests takes
+/// milliseconds; the slowest legitimate wait seen there is well under a second), and still
+/// ends a hung job in bounded time (PyTorch's process groups wait 10 to 30 minutes by
+/// default). Shorten it where steps are fast and a hang should surface quickly.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How a round's decoded update is applied: `params -= update` (sum, DL4J's rule) or
 /// `params -= update / k` with k the number of contributions (mean). With the sum, the
@@ -157,14 +186,27 @@ pub struct RoundConfig {
     pub first_round: u64,
     /// Capacity of the publication queue; at least P (the default).
     pub queue_capacity: Option<usize>,
-    /// The clock for per-round timings; `None` reports zeros. With `std` the default is
-    /// [`std_clock`].
+    /// The clock for per-round timings and deadlines; `None` reports zeros and allows no
+    /// timeout. With `std` the default is [`std_clock`].
     pub clock: Option<Clock>,
+    /// The bound of every wait of the protocol: joining a round while earlier rounds run,
+    /// each of the round's two barriers. A party that waits longer poisons the round with a
+    /// [`PoisonCause::TimedOut`] record naming the parties that did not arrive, and every
+    /// party returns it. `None`: no bound (a party waits until the others arrive or the round
+    /// is poisoned). Needs a clock. With `std` the default is [`DEFAULT_TIMEOUT`]; without
+    /// it, `None`.
+    ///
+    /// The leader's exchange is bounded by the transport (the MPI transport's own timeout,
+    /// [`DEFAULT_TIMEOUT`] by default); the other members wait for it without a deadline
+    /// once they have all arrived.
+    ///
+    /// [`PoisonCause::TimedOut`]: crate::barrier::PoisonCause::TimedOut
+    pub timeout: Option<Duration>,
 }
 
 impl RoundConfig {
     /// P parties, vectors of N elements, sum, senders `0..P`, rounds from 0, queue capacity
-    /// P, the default clock.
+    /// P, the default clock and timeout.
     pub fn new(parties: usize, n: usize) -> Self {
         RoundConfig {
             parties,
@@ -177,6 +219,10 @@ impl RoundConfig {
             clock: Some(std_clock),
             #[cfg(not(feature = "std"))]
             clock: None,
+            #[cfg(feature = "std")]
+            timeout: Some(DEFAULT_TIMEOUT),
+            #[cfg(not(feature = "std"))]
+            timeout: None,
         }
     }
 }

@@ -46,6 +46,7 @@
 //! }
 //! ```
 
+use crate::barrier::Poison;
 use crate::error::{Classify, Error};
 use core::fmt;
 
@@ -321,6 +322,25 @@ pub trait Transport {
         local: &LocalPackets<'_>,
         remote: &mut RemotePackets<'_>,
     ) -> Result<(), Self::Error>;
+
+    /// Tells the other nodes that this node will not exchange `round`: a local failure
+    /// (`poison` says which party, and how) poisoned the round before its exchange. The other
+    /// nodes' exchanges of `round` should then fail with an error naming this node and the
+    /// cause, instead of waiting for it.
+    ///
+    /// The accumulator calls it at most once per round, from whichever party first sees the
+    /// poison, with exclusive access to the transport (never during an exchange), and only
+    /// when this node has not exchanged `round`: after a failure in a round already
+    /// exchanged, the other nodes learn of it by waiting for this node in the next round (up
+    /// to their timeout). Its own bound is the transport's. It reports nothing back: the
+    /// failing party already returns its own error, and a transport that cannot reach its
+    /// peers remembers that for its next call.
+    ///
+    /// The default does nothing, for transports without peers ([`Local`]) or whose peers
+    /// learn of failures otherwise; their peers then wait until their own timeout.
+    fn fail_round(&mut self, round: u64, poison: &Poison) {
+        let _ = (round, poison);
+    }
 }
 
 /// The transport of a single node: no remote parties, nothing to exchange.
