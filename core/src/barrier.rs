@@ -38,8 +38,9 @@
 //!
 //! # Bounded waits
 //!
-//! [`Barrier::wait_bounded`] and [`Barrier::wait_until_bounded`] take a [`Deadline`]: a
-//! participant still waiting when it passes *withdraws* its arrival (a compare-and-swap on the
+//! [`Barrier::wait_bounded`] and [`Barrier::wait_until_bounded`] take a [`Timeout`], counted
+//! from when the participant starts to wait (a participant that need not wait reads no
+//! clock): a participant still waiting when it runs out *withdraws* its arrival (a compare-and-swap on the
 //! state word, so it either withdraws before the generation completes or sees it complete:
 //! never both), poisons the barrier with the record its caller builds (who did not arrive, a
 //! [`PoisonCause::TimedOut`]), and returns that error; every other participant returns it
@@ -49,8 +50,8 @@
 //! unbounded [`Barrier::wait`], [`Barrier::wait_with`] and [`Barrier::wait_until`] wait
 //! until the generation completes or the barrier is poisoned, however long that takes.
 //!
-//! A deadline needs a [`Clock`]: with `std`, [`std_clock`] (monotonic nanoseconds);
-//! without `std`, whatever clock the platform has, or no deadline at all.
+//! A timeout needs a [`Clock`]: with `std`, [`std_clock`] (monotonic nanoseconds);
+//! without `std`, whatever clock the platform has, or no timeout at all.
 //!
 //! # Relax strategies
 //!
@@ -98,6 +99,27 @@ pub fn std_clock() -> u64 {
     static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let origin = *ORIGIN.get_or_init(std::time::Instant::now);
     origin.elapsed().as_nanos() as u64
+}
+
+/// The bound of a wait: `after`, measured on `clock` from when the wait starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout {
+    /// How long a wait may last.
+    pub after: Duration,
+    /// The clock that measures it.
+    pub clock: Clock,
+}
+
+impl Timeout {
+    /// A bound of `after` on `clock`.
+    pub fn new(after: Duration, clock: Clock) -> Self {
+        Timeout { after, clock }
+    }
+
+    /// The deadline of a wait that starts now.
+    pub fn start(&self) -> Deadline {
+        Deadline::start(self.clock, self.after)
+    }
 }
 
 /// When a bounded wait gives up: `after` from the moment [`Deadline::start`] read the clock.
@@ -574,17 +596,17 @@ impl<R: Relax> Barrier<R> {
         self.arrive(parties, None, lead, |_| unreachable_poison())
     }
 
-    /// As [`Barrier::wait`], but a participant still waiting at `deadline` (and not every
+    /// As [`Barrier::wait`], but a participant that has waited `timeout` (and not every
     /// participant has arrived) withdraws and poisons the barrier with a
     /// [`PoisonCause::TimedOut`] record that counts the participants that did not arrive
     /// (`party: None`, round 0, [`WaitStage::Barrier`]).
     ///
     /// # Errors
     /// As [`Barrier::wait`]; the timed-out record as [`Error::Poisoned`].
-    pub fn wait_timeout(&self, parties: usize, deadline: &Deadline) -> Result<WaitResult, Error> {
+    pub fn wait_timeout(&self, parties: usize, timeout: Timeout) -> Result<WaitResult, Error> {
         self.wait_bounded(
             parties,
-            Some(deadline),
+            Some(timeout),
             || Ok(()),
             |arrived| {
                 let mut missing = PartySet::EMPTY;
@@ -595,39 +617,39 @@ impl<R: Relax> Barrier<R> {
                     cause: PoisonCause::TimedOut {
                         stage: WaitStage::Barrier,
                         missing,
-                        after: deadline.after(),
+                        after: timeout.after,
                     },
                 }
             },
         )
     }
 
-    /// As [`Barrier::wait_with`], bounded by `deadline` (none: unbounded). A participant
-    /// still waiting when the deadline passes, while fewer than `parties` have arrived,
-    /// withdraws its arrival, poisons the barrier with `timed_out(arrived)` (`arrived`
-    /// counts the participants that had arrived, this one included), and returns that
-    /// poison; so does every other participant of the generation, and the generation never
-    /// completes. Withdrawing is a compare-and-swap on the state word: a participant either
-    /// withdraws before the last arrival or sees every participant arrive, never both. Once
-    /// every participant has arrived, the waiters wait for the lead action without a
-    /// deadline (the lead action is bounded by its own means).
+    /// As [`Barrier::wait_with`], bounded by `timeout` (none: unbounded), counted from when
+    /// this participant starts to wait. A participant still waiting when it runs out, while
+    /// fewer than `parties` have arrived, withdraws its arrival, poisons the barrier with
+    /// `timed_out(arrived)` (`arrived` counts the participants that had arrived, this one
+    /// included), and returns that poison; so does every other participant of the
+    /// generation, and the generation never completes. Withdrawing is a compare-and-swap on
+    /// the state word: a participant either withdraws before the last arrival or sees every
+    /// participant arrive, never both. Once every participant has arrived, the waiters wait
+    /// for the lead action without a deadline (the lead action is bounded by its own means).
     ///
     /// # Errors
     /// As [`Barrier::wait_with`]; the timed-out record as [`Error::Poisoned`].
     pub fn wait_bounded(
         &self,
         parties: usize,
-        deadline: Option<&Deadline>,
+        timeout: Option<Timeout>,
         lead: impl FnOnce() -> Result<(), Poison>,
         timed_out: impl FnOnce(usize) -> Poison,
     ) -> Result<WaitResult, Error> {
-        self.arrive(parties, deadline, lead, timed_out)
+        self.arrive(parties, timeout, lead, timed_out)
     }
 
     fn arrive(
         &self,
         parties: usize,
-        deadline: Option<&Deadline>,
+        timeout: Option<Timeout>,
         lead: impl FnOnce() -> Result<(), Poison>,
         timed_out: impl FnOnce(usize) -> Poison,
     ) -> Result<WaitResult, Error> {
@@ -669,7 +691,8 @@ impl<R: Relax> Barrier<R> {
             self.relax.wake_all();
             return Ok(WaitResult { leader: true });
         }
-        let mut deadline = deadline;
+        let started = timeout.map(|t| t.start());
+        let mut deadline = started.as_ref();
         let mut poisoned = None;
         loop {
             let settled = self.relax.wait_while(
@@ -724,18 +747,23 @@ impl<R: Relax> Barrier<R> {
         self.wait_until_bounded(ready, None, unreachable_poison)
     }
 
-    /// As [`Barrier::wait_until`], bounded by `deadline` (none: unbounded): when it passes
-    /// before `ready()` holds, the barrier is poisoned with `timed_out()` and that poison is
-    /// returned.
+    /// As [`Barrier::wait_until`], bounded by `timeout` (none: unbounded), counted from the
+    /// first check that finds `ready()` false: when it runs out before `ready()` holds, the
+    /// barrier is poisoned with `timed_out()` and that poison is returned.
     ///
     /// # Errors
     /// [`Error::Poisoned`], the timed-out record included.
     pub fn wait_until_bounded(
         &self,
         mut ready: impl FnMut() -> bool,
-        deadline: Option<&Deadline>,
+        timeout: Option<Timeout>,
         timed_out: impl FnOnce() -> Poison,
     ) -> Result<(), Error> {
+        if ready() {
+            return Ok(());
+        }
+        let started = timeout.map(|t| t.start());
+        let deadline = started.as_ref();
         let mut poisoned = None;
         let settled = self.relax.wait_while(
             &mut || {
@@ -956,8 +984,8 @@ mod tests {
     #[test]
     fn timeout_withdraws_and_poisons_for_late_arrivals() {
         let b: Barrier<Spin> = Barrier::new();
-        let d = Deadline::start(ticking_clock!(), Duration::from_micros(50));
-        let e = b.wait_timeout(2, &d).unwrap_err();
+        let t = Timeout::new(Duration::from_micros(50), ticking_clock!());
+        let e = b.wait_timeout(2, t).unwrap_err();
         let Error::Poisoned {
             party: None,
             round: 0,
@@ -971,7 +999,7 @@ mod tests {
         else {
             panic!("{e:?}");
         };
-        assert_eq!((missing.len(), missing.unnamed(), after), (1, 1, d.after()));
+        assert_eq!((missing.len(), missing.unnamed(), after), (1, 1, t.after));
         assert_eq!(b.arrived(), 0, "the timed-out arrival was withdrawn");
         assert_eq!(b.generation(), 0);
         assert_eq!(b.wait(2), Err(e));
@@ -992,8 +1020,8 @@ mod tests {
         let b: Barrier<R> = Barrier::new();
         std::thread::scope(|s| {
             let waiter = s.spawn(|| {
-                let d = Deadline::start(clock, Duration::from_micros(5));
-                b.wait_bounded(2, Some(&d), || Ok(()), |_| unreachable_poison())
+                let t = Timeout::new(Duration::from_micros(5), clock);
+                b.wait_bounded(2, Some(t), || Ok(()), |_| unreachable_poison())
             });
             while b.arrived() == 0 {
                 std::thread::yield_now();
@@ -1050,23 +1078,23 @@ mod tests {
     #[test]
     fn wait_until_bounded_times_out_with_the_callers_record() {
         let b: Barrier<SpinThenYield> = Barrier::new();
-        let d = Deadline::start(ticking_clock!(), Duration::from_micros(20));
+        let t = Timeout::new(Duration::from_micros(20), ticking_clock!());
         let record = Poison {
             party: Some(4),
             round: 9,
             cause: PoisonCause::TimedOut {
                 stage: WaitStage::Join,
                 missing: PartySet::EMPTY,
-                after: d.after(),
+                after: t.after,
             },
         };
         assert_eq!(
-            b.wait_until_bounded(|| false, Some(&d), || record),
+            b.wait_until_bounded(|| false, Some(t), || record),
             Err(record.to_error())
         );
         assert_eq!(b.poisoned(), Some(record));
         let b: Barrier<SpinThenYield> = Barrier::new();
-        assert_eq!(b.wait_until_bounded(|| true, Some(&d), || record), Ok(()));
+        assert_eq!(b.wait_until_bounded(|| true, Some(t), || record), Ok(()));
     }
 
     /// A parked waiter returns the poison promptly.

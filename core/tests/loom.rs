@@ -16,9 +16,7 @@
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // test code is std
 
 use gradcast_core::Error;
-use gradcast_core::barrier::{
-    Barrier, Deadline, Park, Poison, PoisonCause, Relax, Spin, WaitStage,
-};
+use gradcast_core::barrier::{Barrier, Park, Poison, PoisonCause, Relax, Spin, Timeout, WaitStage};
 use gradcast_core::queue::ArrayQueue;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -313,8 +311,7 @@ fn barrier_timeout_is_all_or_nothing() {
             let b = b.clone();
             thread::spawn(move || b.wait(2))
         };
-        let deadline = Deadline::start(ticks, std::time::Duration::from_nanos(2));
-        let mine = b.wait_timeout(2, &deadline);
+        let mine = b.wait_timeout(2, Timeout::new(std::time::Duration::from_nanos(2), ticks));
         let theirs = other.join().unwrap();
         match (&mine, &theirs) {
             (Ok(a), Ok(b)) => assert!(a.is_leader() ^ b.is_leader()),

@@ -14,7 +14,7 @@ mod round_common;
 
 use gradcast_core::backend::{ClipStats, Reference, VectorStats};
 use gradcast_core::barrier::{
-    Park, PartySet, Poison, PoisonCause, Relax, SpinThenYield, WaitStage,
+    Park, PartySet, Poison, PoisonCause, Relax, SpinThenYield, Timeout, WaitStage,
 };
 use gradcast_core::codec::{EncodeParams, EncodeSummary};
 use gradcast_core::packet::FixedEncoder;
@@ -406,9 +406,12 @@ fn a_node_whose_round_fails_tells_the_other_nodes() {
     with_watchdog("node failure", WATCHDOG, || {
         let p = 2;
         let long = Duration::from_secs(30);
-        let hub =
-            LoopbackHub::<Park>::with_timeout(&[p; 2], max_message_len(N), Some((long, std_clock)))
-                .unwrap();
+        let hub = LoopbackHub::<Park>::with_timeout(
+            &[p; 2],
+            max_message_len(N),
+            Some(Timeout::new(long, std_clock)),
+        )
+        .unwrap();
         let mut accs = nodes(&hub, p, long);
         let failed_at = std::sync::Mutex::new(None);
         let failed_at = &failed_at;
@@ -496,7 +499,7 @@ fn a_node_that_stops_is_named_by_the_exchange_timeout() {
         let hub = LoopbackHub::<Park>::with_timeout(
             &[p; 2],
             max_message_len(N),
-            Some((hub_timeout, std_clock)),
+            Some(Timeout::new(hub_timeout, std_clock)),
         )
         .unwrap();
         let mut accs = nodes(&hub, p, Duration::from_millis(100));

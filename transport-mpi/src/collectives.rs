@@ -4,18 +4,32 @@
 //! parameter checksum every rank compares.
 
 use crate::error::MpiError;
+use crate::transport::duplicate;
+use crate::wait::{DEFAULT_TIMEOUT, Requests};
 use mpi::datatype::Equivalence;
 use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
+use std::cell::Cell;
 use std::os::raw::{c_int, c_void};
+use std::time::Duration;
 
 /// A duplicate of a communicator whose errors are returned, not fatal, for the calls
 /// beside the transport. Not `Send`: use it from the thread that owns it.
+///
+/// Every call is a non-blocking MPI collective polled against the timeout
+/// ([`DEFAULT_TIMEOUT`] unless set): a rank that does not take part in time makes the call
+/// return [`MpiError::Timeout`] (MPI cannot tell which rank is missing from a collective),
+/// after which the collectives are unusable ([`MpiError::Unusable`]). The data travel through
+/// buffers owned here (a timed-out operation never leaves MPI pointing into the caller's
+/// memory), at the price of a copy in and out.
 pub struct Collectives {
     comm: SimpleCommunicator,
     rank: usize,
     size: usize,
+    timeout: Duration,
+    /// The call that timed out, after which nothing works (a cell: the gathers take `&self`).
+    gave_up: Cell<Option<&'static str>>,
     /// Bytes this rank contributed to [`Collectives::allreduce_sum`] calls.
     allreduce_bytes: u64,
     allreduce_calls: u64,
@@ -26,6 +40,8 @@ impl std::fmt::Debug for Collectives {
         f.debug_struct("Collectives")
             .field("rank", &self.rank)
             .field("size", &self.size)
+            .field("timeout", &self.timeout)
+            .field("gave_up", &self.gave_up.get())
             .field("allreduce_bytes", &self.allreduce_bytes)
             .field("allreduce_calls", &self.allreduce_calls)
             .finish()
@@ -33,20 +49,28 @@ impl std::fmt::Debug for Collectives {
 }
 
 impl Collectives {
-    /// Duplicates `comm` (collective: every rank calls it) and makes its errors returned.
+    /// Duplicates `comm` (collective: every rank calls it) and makes its errors returned,
+    /// with the default timeout ([`DEFAULT_TIMEOUT`]).
     ///
     /// # Errors
-    /// [`MpiError::Mpi`] when the error handler cannot be set.
+    /// [`MpiError::Timeout`] when not every rank duplicates the communicator in time;
+    /// [`MpiError::Mpi`] when an MPI call fails.
     pub fn new<C: Communicator>(comm: &C) -> Result<Self, MpiError> {
-        let dup = comm.duplicate();
-        // SAFETY: `dup` is a live communicator owned here; RSMPI_ERRORS_RETURN is the
-        // predefined handler, valid for the whole MPI session.
-        let rc = unsafe { ffi::MPI_Comm_set_errhandler(dup.as_raw(), ffi::RSMPI_ERRORS_RETURN) };
-        MpiError::check("MPI_Comm_set_errhandler", rc)?;
+        Self::with_timeout(comm, DEFAULT_TIMEOUT)
+    }
+
+    /// As [`Collectives::new`], with `timeout` bounding every call.
+    ///
+    /// # Errors
+    /// As [`Collectives::new`].
+    pub fn with_timeout<C: Communicator>(comm: &C, timeout: Duration) -> Result<Self, MpiError> {
+        let dup = duplicate(comm, timeout)?;
         Ok(Collectives {
             rank: dup.rank() as usize,
             size: dup.size() as usize,
             comm: dup,
+            timeout,
+            gave_up: Cell::new(None),
             allreduce_bytes: 0,
             allreduce_calls: 0,
         })
@@ -62,15 +86,55 @@ impl Collectives {
         self.size
     }
 
-    /// `out = sum over ranks of input`, element-wise (`MPI_Allreduce`, `MPI_SUM`): the dense
-    /// fp32 baseline. Counts `4 * len` bytes contributed by this rank per call.
+    /// The bound of every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Changes the bound of every call (every rank should use the same).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Runs one non-blocking collective, started by `start`, to completion within the
+    /// timeout. On a timeout the operation is abandoned, `keep` (the buffers it uses) is
+    /// leaked, and every later call fails.
+    fn run<K>(
+        &self,
+        call: &'static str,
+        keep: K,
+        start: impl FnOnce(&mut ffi::MPI_Request) -> c_int,
+    ) -> Result<K, MpiError> {
+        if let Some(what) = self.gave_up.get() {
+            return Err(MpiError::Unusable { what, round: None });
+        }
+        let mut reqs = Requests::with_capacity(1);
+        reqs.start(call, None, false, start)?;
+        match reqs.complete(self.timeout) {
+            Ok(Ok(())) => Ok(keep),
+            outcome => {
+                reqs.abandon();
+                std::mem::forget(keep);
+                self.gave_up.set(Some(call));
+                Err(outcome.err().unwrap_or(MpiError::Timeout {
+                    what: call,
+                    round: None,
+                    missing: Vec::new(),
+                    after: self.timeout,
+                }))
+            }
+        }
+    }
+
+    /// `out = sum over ranks of input`, element-wise (`MPI_Iallreduce`, `MPI_SUM`): the
+    /// dense fp32 baseline. Counts `4 * len` bytes contributed by this rank per call.
     ///
     /// The summation order inside MPI is the library's choice; every rank gets the same
     /// result from one call.
     ///
     /// # Errors
     /// [`MpiError::Config`] when the lengths differ or exceed MPI's 32-bit counts;
-    /// [`MpiError::Mpi`] from the call.
+    /// [`MpiError::Timeout`], [`MpiError::Unusable`], [`MpiError::Mpi`].
     pub fn allreduce_sum(&mut self, input: &[f32], out: &mut [f32]) -> Result<(), MpiError> {
         if input.len() != out.len() || input.len() > c_int::MAX as usize {
             return Err(MpiError::Config {
@@ -81,20 +145,29 @@ impl Collectives {
                 ),
             });
         }
+        let send = input.to_vec();
+        let mut recv = vec![0f32; input.len()];
+        let (sp, rp) = (send.as_ptr(), recv.as_mut_ptr());
+        let n = input.len() as c_int;
         let dt = f32::equivalent_datatype();
-        // SAFETY: both buffers hold `input.len()` f32 values, do not overlap (a shared and
-        // an exclusive borrow), and the datatype is MPI's f32; RSMPI_SUM is predefined.
-        let rc = unsafe {
-            ffi::MPI_Allreduce(
-                input.as_ptr() as *const c_void,
-                out.as_mut_ptr() as *mut c_void,
-                input.len() as c_int,
-                dt.as_raw(),
-                ffi::RSMPI_SUM,
-                self.comm.as_raw(),
-            )
-        };
-        MpiError::check("MPI_Allreduce", rc)?;
+        let comm = self.comm.as_raw();
+        let (_send, recv) = self.run("MPI_Iallreduce", (send, recv), |req| {
+            // SAFETY: both buffers hold `n` f32 values, are owned by `run`'s `keep` (alive
+            // until the operation completes, or leaked) and do not overlap; MPI's f32
+            // datatype; RSMPI_SUM is predefined; the communicator is live.
+            unsafe {
+                ffi::MPI_Iallreduce(
+                    sp as *const c_void,
+                    rp as *mut c_void,
+                    n,
+                    dt.as_raw(),
+                    ffi::RSMPI_SUM,
+                    comm,
+                    req,
+                )
+            }
+        })?;
+        out.copy_from_slice(&recv);
         self.allreduce_bytes += 4 * input.len() as u64;
         self.allreduce_calls += 1;
         Ok(())
@@ -105,35 +178,27 @@ impl Collectives {
         (self.allreduce_calls, self.allreduce_bytes)
     }
 
-    /// Every rank's `value`, in rank order (`MPI_Allgather`).
+    /// Every rank's `value`, in rank order (`MPI_Iallgather`).
     ///
     /// # Errors
-    /// [`MpiError::Mpi`] from the call.
+    /// [`MpiError::Timeout`], [`MpiError::Unusable`], [`MpiError::Mpi`].
     pub fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>, MpiError> {
-        let mut all = vec![0u64; self.size];
-        let dt = u64::equivalent_datatype();
-        // SAFETY: one u64 sent, `size` u64 received into `all` (one per rank); the
-        // datatype is MPI's u64; the communicator is live.
-        let rc = unsafe {
-            ffi::MPI_Allgather(
-                &value as *const u64 as *const c_void,
-                1,
-                dt.as_raw(),
-                all.as_mut_ptr() as *mut c_void,
-                1,
-                dt.as_raw(),
-                self.comm.as_raw(),
-            )
-        };
-        MpiError::check("MPI_Allgather", rc)?;
-        Ok(all)
+        self.all_gather(&[value])
     }
 
     /// Every rank's `values` (the same length on every rank), concatenated in rank order.
     ///
     /// # Errors
-    /// [`MpiError::Config`] beyond MPI's 32-bit counts; [`MpiError::Mpi`] from the call.
+    /// [`MpiError::Config`] beyond MPI's 32-bit counts; [`MpiError::Timeout`],
+    /// [`MpiError::Unusable`], [`MpiError::Mpi`].
     pub fn all_gather_f64(&self, values: &[f64]) -> Result<Vec<f64>, MpiError> {
+        self.all_gather(values)
+    }
+
+    fn all_gather<T: Equivalence + Copy + Default>(
+        &self,
+        values: &[T],
+    ) -> Result<Vec<T>, MpiError> {
         if values
             .len()
             .checked_mul(self.size)
@@ -143,33 +208,42 @@ impl Collectives {
                 reason: "gathered values exceed MPI's 32-bit counts".into(),
             });
         }
-        let mut all = vec![0f64; values.len() * self.size];
-        let dt = f64::equivalent_datatype();
-        // SAFETY: `values.len()` f64 sent, that many per rank received into `all`; the
-        // datatype is MPI's f64; the communicator is live.
-        let rc = unsafe {
-            ffi::MPI_Allgather(
-                values.as_ptr() as *const c_void,
-                values.len() as c_int,
-                dt.as_raw(),
-                all.as_mut_ptr() as *mut c_void,
-                values.len() as c_int,
-                dt.as_raw(),
-                self.comm.as_raw(),
-            )
-        };
-        MpiError::check("MPI_Allgather", rc)?;
+        let send = values.to_vec();
+        let mut all = vec![T::default(); values.len() * self.size];
+        let (sp, rp) = (send.as_ptr(), all.as_mut_ptr());
+        let n = values.len() as c_int;
+        let dt = T::equivalent_datatype();
+        let comm = self.comm.as_raw();
+        let (_send, all) = self.run("MPI_Iallgather", (send, all), |req| {
+            // SAFETY: `n` values sent from `send`, `n` per rank received into `all` (`size`
+            // ranks); both owned by `run`'s `keep` (alive until completion, or leaked);
+            // MPI's datatype for T; live communicator.
+            unsafe {
+                ffi::MPI_Iallgather(
+                    sp as *const c_void,
+                    n,
+                    dt.as_raw(),
+                    rp as *mut c_void,
+                    n,
+                    dt.as_raw(),
+                    comm,
+                    req,
+                )
+            }
+        })?;
         Ok(all)
     }
 
-    /// Waits until every rank arrives (`MPI_Barrier`).
+    /// Waits until every rank arrives (`MPI_Ibarrier`), within the timeout.
     ///
     /// # Errors
-    /// [`MpiError::Mpi`] from the call.
+    /// [`MpiError::Timeout`], [`MpiError::Unusable`], [`MpiError::Mpi`].
     pub fn barrier(&self) -> Result<(), MpiError> {
-        // SAFETY: the communicator is live.
-        let rc = unsafe { ffi::MPI_Barrier(self.comm.as_raw()) };
-        MpiError::check("MPI_Barrier", rc)
+        let comm = self.comm.as_raw();
+        self.run("MPI_Ibarrier", (), |req| {
+            // SAFETY: the communicator is live; `req` is a valid out pointer.
+            unsafe { ffi::MPI_Ibarrier(comm, req) }
+        })
     }
 }
 

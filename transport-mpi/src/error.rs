@@ -1,10 +1,47 @@
 //! [`MpiError`]: everything the MPI transport reports, classified with the core's
 //! [`ErrorKind`].
 
+use gradcast_core::barrier::{PartySet, PoisonCause, WaitStage};
 use gradcast_core::{Classify, Error, ErrorKind};
 use mpi::ffi;
 use std::fmt;
 use std::os::raw::{c_char, c_int};
+use std::time::Duration;
+
+/// Why another rank failed its round, as its packet table told the others.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum PeerCause {
+    /// Its transport refused its own packets (a sender outside its range, a packet too
+    /// large...): the [`MpiError::code`] of its own error.
+    Transport {
+        /// The error's code on that rank.
+        code: u64,
+    },
+    /// A local failure poisoned its round before the exchange (a worker's error, panic or
+    /// timeout): the poison record's party (a local party of that rank) and cause.
+    Poisoned {
+        /// The party of that rank that failed, if one did.
+        party: Option<u32>,
+        /// How it failed.
+        cause: PoisonCause,
+    },
+}
+
+impl fmt::Display for PeerCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerCause::Transport { code } => {
+                write!(f, "its transport refused its packets (error code {code})")
+            }
+            PeerCause::Poisoned {
+                party: Some(p),
+                cause,
+            } => write!(f, "its party {p} {cause}"),
+            PeerCause::Poisoned { party: None, cause } => write!(f, "a protocol step {cause}"),
+        }
+    }
+}
 
 /// An error of the MPI transport.
 ///
@@ -57,15 +94,38 @@ pub enum MpiError {
         /// That rank's round.
         found: u64,
     },
-    /// Another rank failed locally in this round (see its own error) and sent no packets;
-    /// the round is abandoned on every rank.
+    /// Another rank failed in this round (see its own error) and sent no packets; the round
+    /// is abandoned on every rank, and the transport works for the next one.
     PeerFailed {
-        /// The failing rank.
+        /// The failing rank (the lowest, if several failed).
         rank: usize,
         /// The round.
         round: u64,
-        /// The failure's code on that rank ([`MpiError::code`]).
-        code: u64,
+        /// Why, as that rank told.
+        cause: PeerCause,
+    },
+    /// A wait ran past the transport's timeout: `missing` did not take part in time. After a
+    /// timeout in the exchange the transport is unusable ([`MpiError::Unusable`]): MPI may
+    /// still hold its buffers, and the ranks are out of step. End the job (see the crate
+    /// docs: `MPI_Abort`, not `MPI_Finalize`, when a rank cannot be reached).
+    Timeout {
+        /// What was waited for: `"packet tables"`, `"packets"`, or the MPI call
+        /// (`"MPI_Iallreduce"`, ...).
+        what: &'static str,
+        /// The round, for the exchange and failure reports.
+        round: Option<u64>,
+        /// The ranks whose messages did not arrive, or that did not take this rank's, in
+        /// time, ascending; empty when MPI cannot tell (a collective call).
+        missing: Vec<usize>,
+        /// The bound.
+        after: Duration,
+    },
+    /// The transport (or [`crate::Collectives`]) timed out before and cannot be used again.
+    Unusable {
+        /// What timed out.
+        what: &'static str,
+        /// The round that timed out, for the exchange.
+        round: Option<u64>,
     },
     /// A rank's packet table is malformed (a sender outside its range, senders out of
     /// order, a packet longer than the largest packet, more packets than parties).
@@ -158,7 +218,35 @@ impl MpiError {
             MpiError::NotLocalSender { .. } => 8,
             MpiError::PacketTooLarge { .. } => 9,
             MpiError::LocalOrder { .. } => 10,
+            MpiError::Timeout { .. } => 11,
+            MpiError::Unusable { .. } => 12,
         }
+    }
+
+    /// The ranks this error says could not be reached in time (a [`MpiError::Timeout`]), or
+    /// none. A job whose rank got a timeout naming other ranks cannot finish cleanly
+    /// (`MPI_Finalize` waits for every rank): end it with `MPI_Abort`.
+    pub fn unreachable_ranks(&self) -> &[usize] {
+        match self {
+            MpiError::Timeout { missing, .. } => missing,
+            _ => &[],
+        }
+    }
+
+    /// Whether this error ended a wait at its bound: a [`MpiError::Timeout`], or another
+    /// rank's failure that was a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            MpiError::Timeout { .. }
+                | MpiError::PeerFailed {
+                    cause: PeerCause::Poisoned {
+                        cause: PoisonCause::TimedOut { .. },
+                        ..
+                    },
+                    ..
+                }
+        )
     }
 }
 
@@ -177,6 +265,7 @@ impl Classify for MpiError {
             MpiError::ConfigMismatch { .. } => ErrorKind::Protocol,
             MpiError::RoundMismatch { .. } => ErrorKind::Protocol,
             MpiError::PeerFailed { .. } => ErrorKind::Poisoned,
+            MpiError::Timeout { .. } | MpiError::Unusable { .. } => ErrorKind::Transport,
             MpiError::BadTable { .. } => ErrorKind::Malformed,
             MpiError::NotLocalSender { .. } => ErrorKind::Protocol,
             MpiError::PacketTooLarge { .. } => ErrorKind::BufferTooSmall,
@@ -218,10 +307,32 @@ impl fmt::Display for MpiError {
                 "rank {rank} exchanged round {found} while rank 0 exchanged round {expected}: \
                  the ranks are out of step"
             ),
-            MpiError::PeerFailed { rank, round, code } => write!(
-                f,
-                "rank {rank} failed in round {round} (error code {code}; see its own report)"
-            ),
+            MpiError::PeerFailed { rank, round, cause } => {
+                write!(f, "rank {rank} failed in round {round}: {cause}")
+            }
+            MpiError::Timeout {
+                what,
+                round,
+                missing,
+                after,
+            } => {
+                write!(f, "timed out after {after:?} waiting for {what}")?;
+                if let Some(r) = round {
+                    write!(f, " of round {r}")?;
+                }
+                match missing.as_slice() {
+                    [] => f.write_str(" (MPI cannot tell which ranks did not take part)"),
+                    [one] => write!(f, ": rank {one} did not take part"),
+                    many => write!(f, ": ranks {many:?} did not take part"),
+                }
+            }
+            MpiError::Unusable { what, round } => {
+                write!(f, "the transport gave up waiting for {what}")?;
+                if let Some(r) = round {
+                    write!(f, " in round {r}")?;
+                }
+                f.write_str(" and cannot be used again: end the job")
+            }
             MpiError::BadTable {
                 rank,
                 round,
@@ -264,5 +375,140 @@ impl std::error::Error for MpiError {
             MpiError::Core(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// The packet table's encoding of a poison's cause: `[cause, party, missing bits, missing
+/// count | timeout in ms << 32]`. Kinds and stages travel as small numbers; a number this
+/// build does not know decodes as [`ErrorKind::Other`] / [`WaitStage::Exchange`].
+pub(crate) fn encode_cause(party: Option<u32>, cause: &PoisonCause) -> [u64; 4] {
+    let party = party.map_or(u64::MAX, u64::from);
+    match *cause {
+        PoisonCause::Failed(kind) => [1 | (kind_code(kind) << 8), party, 0, 0],
+        PoisonCause::Panicked => [2, party, 0, 0],
+        PoisonCause::Abandoned => [3, party, 0, 0],
+        PoisonCause::TimedOut {
+            stage,
+            missing,
+            after,
+        } => {
+            let (named, len) = missing.to_parts();
+            let ms = u64::try_from(after.as_millis())
+                .unwrap_or(u64::MAX)
+                .min(u32::MAX as u64);
+            [
+                4 | (stage_code(stage) << 16),
+                party,
+                named,
+                len as u64 | ms << 32,
+            ]
+        }
+        // A cause this build does not know how to send.
+        _ => [1 | (kind_code(ErrorKind::Other) << 8), party, 0, 0],
+    }
+}
+
+/// The inverse of [`encode_cause`].
+pub(crate) fn decode_cause(words: &[u64]) -> PeerCause {
+    let (w, party) = (words[0], words[1]);
+    let party = u32::try_from(party).ok();
+    let cause = match w & 0xff {
+        2 => PoisonCause::Panicked,
+        3 => PoisonCause::Abandoned,
+        4 => PoisonCause::TimedOut {
+            stage: stage_of((w >> 16) & 0xff),
+            missing: PartySet::from_parts(words[2], words[3] as u32),
+            after: Duration::from_millis(words[3] >> 32),
+        },
+        _ => PoisonCause::Failed(kind_of((w >> 8) & 0xff)),
+    };
+    PeerCause::Poisoned { party, cause }
+}
+
+const KINDS: [ErrorKind; 13] = [
+    ErrorKind::Malformed,
+    ErrorKind::Checksum,
+    ErrorKind::SizeMismatch,
+    ErrorKind::InvalidArgument,
+    ErrorKind::NonFinite,
+    ErrorKind::BufferTooSmall,
+    ErrorKind::Unsupported,
+    ErrorKind::Poisoned,
+    ErrorKind::Protocol,
+    ErrorKind::Transport,
+    ErrorKind::Device,
+    ErrorKind::KernelCompile,
+    ErrorKind::Other,
+];
+
+fn kind_code(kind: ErrorKind) -> u64 {
+    KINDS
+        .iter()
+        .position(|&k| k == kind)
+        .map_or(KINDS.len() as u64 - 1, |i| i as u64)
+}
+
+fn kind_of(code: u64) -> ErrorKind {
+    KINDS
+        .get(code as usize)
+        .copied()
+        .unwrap_or(ErrorKind::Other)
+}
+
+const STAGES: [WaitStage; 5] = [
+    WaitStage::Barrier,
+    WaitStage::Join,
+    WaitStage::Publish,
+    WaitStage::Apply,
+    WaitStage::Exchange,
+];
+
+fn stage_code(stage: WaitStage) -> u64 {
+    STAGES
+        .iter()
+        .position(|&s| s == stage)
+        .map_or(STAGES.len() as u64 - 1, |i| i as u64)
+}
+
+fn stage_of(code: u64) -> WaitStage {
+    STAGES
+        .get(code as usize)
+        .copied()
+        .unwrap_or(WaitStage::Exchange)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_survive_the_table() {
+        let mut missing = PartySet::EMPTY;
+        missing.insert(2);
+        missing.insert(80);
+        let causes = [
+            PoisonCause::Failed(ErrorKind::Device),
+            PoisonCause::Failed(ErrorKind::Other),
+            PoisonCause::Panicked,
+            PoisonCause::Abandoned,
+            PoisonCause::TimedOut {
+                stage: WaitStage::Publish,
+                missing,
+                after: Duration::from_millis(2500),
+            },
+        ];
+        for cause in causes {
+            for party in [None, Some(0), Some(7)] {
+                assert_eq!(
+                    decode_cause(&encode_cause(party, &cause)),
+                    PeerCause::Poisoned { party, cause }
+                );
+            }
+        }
+        for (i, &k) in KINDS.iter().enumerate() {
+            assert_eq!(kind_of(kind_code(k)), k, "{i}");
+        }
+        assert_eq!(kind_of(200), ErrorKind::Other);
+        assert_eq!(stage_of(200), WaitStage::Exchange);
     }
 }

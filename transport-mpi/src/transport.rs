@@ -1,32 +1,47 @@
 //! [`MpiTransport`]: the round protocol's [`Transport`] over MPI. See the [crate docs](crate).
 
-use crate::error::MpiError;
+use crate::error::{MpiError, PeerCause, decode_cause, encode_cause};
+use crate::wait::{DEFAULT_TIMEOUT, Requests};
+use gradcast_core::barrier::Poison;
 use gradcast_core::round::{LocalPackets, RemotePackets, RoundConfig, Transport};
 use mpi::datatype::Equivalence;
 use mpi::environment::Threading;
 use mpi::ffi;
-use mpi::raw::AsRaw;
+use mpi::raw::{AsRaw, FromRaw};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::os::raw::{c_int, c_void};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// The first word of every packet table: "gcmp" and the table format's version (1).
-const TABLE_MAGIC: u64 = 0x6763_6d70_0000_0001;
-/// Words before the `(sender, len)` pairs: magic, round, status, count, parties, max packet.
-const HEADER_WORDS: usize = 6;
+/// The first word of every packet table: "gcmp" and the table format's version (2).
+const TABLE_MAGIC: u64 = 0x6763_6d70_0000_0002;
+/// Words before the `(sender, len)` pairs: magic, round, status, count, parties, max packet,
+/// then four words of failure cause (see [`encode_cause`]).
+const HEADER_WORDS: usize = 10;
+/// `status` word: the rank's packets follow.
+const STATUS_OK: u64 = 0;
+/// `status` word: the rank's transport refused its own packets; word 6 holds the code.
+const STATUS_REFUSED: u64 = 1;
+/// `status` word: a local failure poisoned the rank's round; words 6..10 hold the cause.
+const STATUS_POISONED: u64 = 2;
+/// Message tags on the transport's private communicator.
+const TAG_TABLE: c_int = 1;
+const TAG_PACKETS: c_int = 2;
 
 /// Bytes one rank contributes to, and receives from, the MPI transport's rounds.
+///
+/// "Sent" counts this rank's contribution once per round (its packets, its table), as an
+/// allgather's input is counted; each goes to every other rank.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExchangeStats {
     /// Rounds exchanged successfully.
     pub rounds: u64,
-    /// Bytes of this rank's packets sent (each round's gathered payload from this rank).
+    /// Bytes of this rank's packets (each round's payload from this rank).
     pub packet_bytes_sent: u64,
     /// Bytes of the other ranks' packets received.
     pub packet_bytes_received: u64,
-    /// Bytes of this rank's packet tables sent (fixed size per round).
+    /// Bytes of this rank's packet tables (fixed size per round, failure reports included).
     pub table_bytes_sent: u64,
-    /// Nanoseconds spent in the exchange (both collective calls and the copies).
+    /// Nanoseconds spent in the exchange (both phases and the copies).
     pub exchange_ns: u64,
 }
 
@@ -56,12 +71,58 @@ struct Comm(SimpleCommunicator);
 // `&self` methods that make no MPI calls.
 unsafe impl Send for Comm {}
 
+/// Duplicates `comm` with `MPI_Comm_idup` (a blocking `MPI_Comm_dup` would wait forever for
+/// a rank that never calls it), bounded by `timeout`, and makes its errors returned.
+pub(crate) fn duplicate<C: Communicator>(
+    comm: &C,
+    timeout: Duration,
+) -> Result<SimpleCommunicator, MpiError> {
+    // On the heap: if the duplication times out, MPI may still write the handle later, so
+    // the box is leaked rather than freed.
+    let mut handle = Box::new(
+        // SAFETY: a constant the MPI library defines, read-only.
+        unsafe { ffi::RSMPI_COMM_NULL },
+    );
+    let mut reqs = Requests::with_capacity(1);
+    let out: *mut ffi::MPI_Comm = &mut *handle;
+    reqs.start("MPI_Comm_idup", None, false, |req| {
+        // SAFETY: `comm` is a live communicator; `out` points to a handle that outlives the
+        // operation (leaked if it does not complete); `req` is a valid out pointer.
+        unsafe { ffi::MPI_Comm_idup(comm.as_raw(), out, req) }
+    })?;
+    match reqs.complete(timeout) {
+        Ok(Ok(())) => {}
+        outcome => {
+            // MPI may still write the handle: keep it alive for good.
+            reqs.abandon();
+            Box::leak(handle);
+            return Err(outcome.err().unwrap_or(MpiError::Timeout {
+                what: "MPI_Comm_idup",
+                round: None,
+                missing: Vec::new(),
+                after: timeout,
+            }));
+        }
+    }
+    let raw = *handle;
+    // SAFETY: `raw` is the live communicator the completed MPI_Comm_idup created, owned
+    // here, neither MPI_COMM_WORLD nor MPI_COMM_SELF, and not used after this call but
+    // through the wrapper.
+    let dup = unsafe { SimpleCommunicator::from_raw(raw) };
+    // SAFETY: `dup` is a live communicator owned here; RSMPI_ERRORS_RETURN is the
+    // predefined handler, valid for the whole MPI session.
+    let rc = unsafe { ffi::MPI_Comm_set_errhandler(dup.as_raw(), ffi::RSMPI_ERRORS_RETURN) };
+    MpiError::check("MPI_Comm_set_errhandler", rc)?;
+    Ok(dup)
+}
+
 /// The round protocol's [`Transport`] over an MPI communicator; see the [crate docs](crate).
 ///
 /// Every rank runs `parties` local parties (the same number on every rank); rank `r`'s
 /// party `j` sends as global id `r * parties + j` ([`MpiTransport::first_sender`]). Each
-/// round is two collective calls: an `MPI_Allgather` of fixed-size packet tables, then an
-/// `MPI_Allgatherv` of the packets' bytes. Every buffer is sized once, at construction.
+/// round is two phases of non-blocking point-to-point messages, each bounded by the
+/// transport's timeout: every rank's fixed-size packet table to every rank, then every
+/// rank's packets to every rank. Every buffer is sized once, at construction.
 pub struct MpiTransport {
     comm: Comm,
     rank: usize,
@@ -79,6 +140,12 @@ pub struct MpiTransport {
     send: Vec<u8>,
     /// Every rank's packets, rank order: `size * parties * max_packet_len` bytes.
     recv: Vec<u8>,
+    /// The operations of the phase in progress (pending only after a timeout).
+    requests: Requests,
+    /// The bound of each phase.
+    timeout: Duration,
+    /// Set when a phase timed out: what it waited for and the round.
+    gave_up: Option<(&'static str, u64)>,
     stats: ExchangeStats,
 }
 
@@ -89,15 +156,18 @@ impl std::fmt::Debug for MpiTransport {
             .field("size", &self.size)
             .field("parties", &self.parties)
             .field("max_packet_len", &self.max_packet_len)
+            .field("timeout", &self.timeout)
+            .field("gave_up", &self.gave_up)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
 
 impl MpiTransport {
-    /// A transport over a duplicate of `comm` (so its collective calls never mix with the
-    /// caller's), with `parties` local parties on every rank and packets of at most
-    /// `max_packet_len` bytes (the encoders' [`max_packet_len`] for the vector's length).
+    /// A transport over a duplicate of `comm` (so its messages never mix with the caller's),
+    /// with `parties` local parties on every rank and packets of at most `max_packet_len`
+    /// bytes (the encoders' [`max_packet_len`] for the vector's length), and the default
+    /// timeout ([`DEFAULT_TIMEOUT`]); see [`MpiTransport::with_timeout`].
     ///
     /// Collective: every rank of `comm` calls it. MPI must be initialized with
     /// [`Threading::Serialized`] or higher, because the round protocol calls the transport
@@ -105,14 +175,30 @@ impl MpiTransport {
     ///
     /// # Errors
     /// [`MpiError::Config`]: no parties, a threading level below `Serialized`, more than
-    /// 2^32 sender ids, buffers beyond MPI's 32-bit counts; [`MpiError::Mpi`] when the
-    /// error handler cannot be set.
+    /// 2^32 sender ids, buffers beyond MPI's 32-bit counts; [`MpiError::Timeout`] when not
+    /// every rank duplicated the communicator within the timeout; [`MpiError::Mpi`] when an
+    /// MPI call fails.
     ///
     /// [`max_packet_len`]: gradcast_core::packet::PartyEncoder::max_packet_len
     pub fn new<C: Communicator>(
         comm: &C,
         parties: usize,
         max_packet_len: usize,
+    ) -> Result<Self, MpiError> {
+        Self::with_timeout(comm, parties, max_packet_len, DEFAULT_TIMEOUT)
+    }
+
+    /// As [`MpiTransport::new`], with `timeout` bounding every wait: the construction, and
+    /// each of a round's two phases (a rank that waits longer for the others returns
+    /// [`MpiError::Timeout`] naming the ranks that did not take part).
+    ///
+    /// # Errors
+    /// As [`MpiTransport::new`].
+    pub fn with_timeout<C: Communicator>(
+        comm: &C,
+        parties: usize,
+        max_packet_len: usize,
+        timeout: Duration,
     ) -> Result<Self, MpiError> {
         let config = |reason: String| Err(MpiError::Config { reason });
         if parties == 0 {
@@ -149,12 +235,7 @@ impl MpiTransport {
             return config("the packet tables exceed MPI's 32-bit counts".into());
         }
 
-        let dup = comm.duplicate();
-        // SAFETY: `dup` is a live communicator owned here; RSMPI_ERRORS_RETURN is the
-        // predefined handler, valid for the whole MPI session.
-        let rc = unsafe { ffi::MPI_Comm_set_errhandler(dup.as_raw(), ffi::RSMPI_ERRORS_RETURN) };
-        MpiError::check("MPI_Comm_set_errhandler", rc)?;
-
+        let dup = duplicate(comm, timeout)?;
         Ok(MpiTransport {
             comm: Comm(dup),
             rank,
@@ -168,6 +249,9 @@ impl MpiTransport {
             displs: vec![0; size],
             send: vec![0; per_rank.unwrap_or(0)],
             recv: vec![0; total.unwrap_or(0)],
+            requests: Requests::with_capacity(2 * size.saturating_sub(1)),
+            timeout,
+            gave_up: None,
             stats: ExchangeStats::default(),
         })
     }
@@ -192,6 +276,22 @@ impl MpiTransport {
         self.max_packet_len
     }
 
+    /// The bound of each phase of a round.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Changes the bound of each phase of a round (every rank should use the same).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The round whose exchange (or failure report) timed out, after which the transport
+    /// cannot be used again; `None` while it works.
+    pub fn gave_up_in(&self) -> Option<u64> {
+        self.gave_up.map(|(_, round)| round)
+    }
+
     /// The global sender id of this rank's party 0: `rank * parties`.
     pub fn first_sender(&self) -> u32 {
         self.first_sender_of(self.rank)
@@ -208,10 +308,12 @@ impl MpiTransport {
     }
 
     /// A round configuration for vectors of `n` elements with this rank's parties and
-    /// sender range (sum, rounds from 0; adjust the other fields as needed).
+    /// sender range, and this transport's timeout as the round timeout (sum, rounds from 0;
+    /// adjust the other fields as needed).
     pub fn round_config(&self, n: usize) -> RoundConfig {
         RoundConfig {
             first_sender: self.first_sender(),
+            timeout: Some(self.timeout),
             ..RoundConfig::new(self.parties, n)
         }
     }
@@ -221,20 +323,26 @@ impl MpiTransport {
         self.stats
     }
 
-    /// The size of one rank's packet table in bytes (sent every round).
+    /// The size of one rank's packet table in bytes (sent to every other rank every round).
     pub fn table_bytes(&self) -> usize {
         self.table_words * 8
+    }
+
+    /// Starts this rank's table, with an OK status and no packets.
+    fn begin_table(&mut self, round: u64) {
+        self.table.fill(0);
+        self.table[0] = TABLE_MAGIC;
+        self.table[1] = round;
+        self.table[2] = STATUS_OK;
+        self.table[4] = self.parties as u64;
+        self.table[5] = self.max_packet_len as u64;
     }
 
     /// Fills this rank's table from `local`, or reports why it cannot (the table then
     /// carries the failure to the other ranks).
     fn fill_table(&mut self, round: u64, local: &LocalPackets<'_>) -> Result<usize, MpiError> {
         let first = self.first_sender();
-        self.table.fill(0);
-        self.table[0] = TABLE_MAGIC;
-        self.table[1] = round;
-        self.table[4] = self.parties as u64;
-        self.table[5] = self.max_packet_len as u64;
+        self.begin_table(round);
         if local.len() > self.parties {
             return Err(MpiError::LocalOrder {
                 round,
@@ -302,12 +410,22 @@ impl MpiTransport {
             if t[5] != self.max_packet_len as u64 {
                 return mismatch("largest packet", self.max_packet_len as u64, t[5]);
             }
-            if t[2] != 0 {
-                return Err(MpiError::PeerFailed {
-                    rank: q,
-                    round: t[1],
-                    code: t[2],
-                });
+            match t[2] {
+                STATUS_OK => {}
+                STATUS_REFUSED => {
+                    return Err(MpiError::PeerFailed {
+                        rank: q,
+                        round: t[1],
+                        cause: PeerCause::Transport { code: t[6] },
+                    });
+                }
+                _ => {
+                    return Err(MpiError::PeerFailed {
+                        rank: q,
+                        round: t[1],
+                        cause: decode_cause(&t[6..10]),
+                    });
+                }
             }
             if t[1] != round0 {
                 return Err(MpiError::RoundMismatch {
@@ -361,50 +479,176 @@ impl MpiTransport {
         Ok(())
     }
 
-    /// The first collective: every rank's table to every rank.
-    fn gather_tables(&mut self) -> Result<(), MpiError> {
-        let dt = u64::equivalent_datatype();
-        // SAFETY: `table` holds `table_words` u64 values and `tables` holds `size` times as
-        // many, exactly what MPI_Allgather with these counts reads and writes; the datatype
-        // is MPI's u64 equivalent; the communicator is live. MPI writes at most the receive
-        // counts given here, so even a rank built with another `parties` (another table
-        // size: an erroneous program, which MPI may report as truncation) cannot make it
-        // write past `tables`.
-        let rc = unsafe {
-            ffi::MPI_Allgather(
-                self.table.as_ptr() as *const c_void,
-                self.table_words as c_int,
-                dt.as_raw(),
-                self.tables.as_mut_ptr() as *mut c_void,
-                self.table_words as c_int,
-                dt.as_raw(),
-                self.comm.0.as_raw(),
-            )
-        };
-        MpiError::check("MPI_Allgather", rc)
+    /// Refuses to work after a timeout.
+    fn usable(&self) -> Result<(), MpiError> {
+        match self.gave_up {
+            Some((what, round)) => Err(MpiError::Unusable {
+                what,
+                round: Some(round),
+            }),
+            None => Ok(()),
+        }
     }
 
-    /// The second collective: every rank's packets to every rank.
-    fn gather_packets(&mut self, used: usize) -> Result<(), MpiError> {
+    /// A failure to start an operation leaves the phase's earlier ones pending: the
+    /// transport gives up, as after a timeout.
+    fn started(
+        &mut self,
+        r: Result<(), MpiError>,
+        what: &'static str,
+        round: u64,
+    ) -> Result<(), MpiError> {
+        if r.is_err() {
+            self.gave_up = Some((what, round));
+        }
+        r
+    }
+
+    /// Completes the phase's operations within the timeout; on a timeout (or an MPI error
+    /// while polling) the transport gives up for good, leaving the operations pending.
+    fn complete(&mut self, what: &'static str, round: u64) -> Result<(), MpiError> {
+        let polled = self.requests.complete(self.timeout);
+        match polled {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(missing)) => {
+                self.gave_up = Some((what, round));
+                Err(MpiError::Timeout {
+                    what,
+                    round: Some(round),
+                    missing: missing.into_iter().flatten().collect(),
+                    after: self.timeout,
+                })
+            }
+            Err(e) => {
+                self.gave_up = Some((what, round));
+                Err(e)
+            }
+        }
+    }
+
+    /// The first phase: this rank's table to every other rank, every other rank's table
+    /// into `tables` (this rank's is copied), within the timeout.
+    fn exchange_tables(&mut self, round: u64) -> Result<(), MpiError> {
+        let w = self.table_words;
+        let me = self.rank;
+        self.tables[me * w..(me + 1) * w].copy_from_slice(&self.table);
+        let dt = u64::equivalent_datatype();
+        let comm = self.comm.0.as_raw();
+        for q in (0..self.size).filter(|&q| q != me) {
+            let into = self.tables[q * w..(q + 1) * w].as_mut_ptr();
+            let started = self.requests.start("MPI_Irecv", Some(q), true, |req| {
+                // SAFETY: `into` points to rank q's `w` words of `tables`, which nothing else
+                // touches until the phase completes (or ever again, after a timeout: the
+                // buffer is then leaked at drop); the datatype is MPI's u64; the
+                // communicator is live; `req` is a valid out pointer.
+                unsafe {
+                    ffi::MPI_Irecv(
+                        into as *mut c_void,
+                        w as c_int,
+                        dt.as_raw(),
+                        q as c_int,
+                        TAG_TABLE,
+                        comm,
+                        req,
+                    )
+                }
+            });
+            self.started(started, "packet tables", round)?;
+        }
+        let table = self.table.as_ptr();
+        for q in (0..self.size).filter(|&q| q != me) {
+            let started = self.requests.start("MPI_Isend", Some(q), false, |req| {
+                // SAFETY: `table` holds `w` words that stay unchanged until the phase
+                // completes (or forever, after a timeout); as above otherwise.
+                unsafe {
+                    ffi::MPI_Isend(
+                        table as *const c_void,
+                        w as c_int,
+                        dt.as_raw(),
+                        q as c_int,
+                        TAG_TABLE,
+                        comm,
+                        req,
+                    )
+                }
+            });
+            self.started(started, "packet tables", round)?;
+        }
+        self.complete("packet tables", round)?;
+        self.stats.table_bytes_sent += self.table_bytes() as u64;
+        Ok(())
+    }
+
+    /// The second phase: this rank's `used` bytes of packets to every other rank, every
+    /// other rank's packets into `recv` at the displacements `check_tables` set, within the
+    /// timeout. Ranks without packets send (and are sent) nothing.
+    fn exchange_packets(&mut self, round: u64, used: usize) -> Result<(), MpiError> {
+        let me = self.rank;
         let dt = u8::equivalent_datatype();
-        // SAFETY: the send buffer holds `used` initialized bytes (`used <= send.len()`);
-        // `check_tables` set `counts` and `displs` from the tables every rank agrees on
-        // (this rank's own count equals `used`), each range `displs[q]..displs[q] +
-        // counts[q]` lies inside `recv` (the sum of the counts is at most `size * parties *
-        // max_packet_len == recv.len()`), and the ranges do not overlap.
-        let rc = unsafe {
-            ffi::MPI_Allgatherv(
-                self.send.as_ptr() as *const c_void,
-                used as c_int,
-                dt.as_raw(),
-                self.recv.as_mut_ptr() as *mut c_void,
-                self.counts.as_ptr(),
-                self.displs.as_ptr(),
-                dt.as_raw(),
-                self.comm.0.as_raw(),
-            )
-        };
-        MpiError::check("MPI_Allgatherv", rc)
+        let comm = self.comm.0.as_raw();
+        for q in 0..self.size {
+            if q == me || self.counts[q] == 0 {
+                continue;
+            }
+            let (at, len) = (self.displs[q] as usize, self.counts[q]);
+            let into = self.recv[at..at + len as usize].as_mut_ptr();
+            let started = self.requests.start("MPI_Irecv", Some(q), true, |req| {
+                // SAFETY: `check_tables` set counts and displacements from the tables every
+                // rank agrees on; each range lies inside `recv` (the counts sum to at most
+                // `size * parties * max_packet_len == recv.len()`) and the ranges do not
+                // overlap; nothing else touches them until the phase completes (or ever
+                // again, after a timeout). Byte datatype; live communicator.
+                unsafe {
+                    ffi::MPI_Irecv(
+                        into as *mut c_void,
+                        len,
+                        dt.as_raw(),
+                        q as c_int,
+                        TAG_PACKETS,
+                        comm,
+                        req,
+                    )
+                }
+            });
+            self.started(started, "packets", round)?;
+        }
+        if used > 0 {
+            let send = self.send.as_ptr();
+            for q in (0..self.size).filter(|&q| q != me) {
+                let started = self.requests.start("MPI_Isend", Some(q), false, |req| {
+                    // SAFETY: `send` holds `used <= send.len()` initialized bytes, unchanged
+                    // until the phase completes (or forever, after a timeout).
+                    unsafe {
+                        ffi::MPI_Isend(
+                            send as *const c_void,
+                            used as c_int,
+                            dt.as_raw(),
+                            q as c_int,
+                            TAG_PACKETS,
+                            comm,
+                            req,
+                        )
+                    }
+                });
+                self.started(started, "packets", round)?;
+            }
+        }
+        self.complete("packets", round)
+    }
+}
+
+impl Drop for MpiTransport {
+    fn drop(&mut self) {
+        if self.requests.pending() > 0 {
+            // A phase timed out: MPI may still write into the receive buffers (a peer that
+            // wakes up, a shared-memory copy) and read the send buffers. Give up the
+            // operations and keep their buffers alive for the rest of the process.
+            self.requests.abandon();
+            std::mem::forget(std::mem::take(&mut self.recv));
+            std::mem::forget(std::mem::take(&mut self.tables));
+            std::mem::forget(std::mem::take(&mut self.send));
+            std::mem::forget(std::mem::take(&mut self.table));
+        }
     }
 }
 
@@ -426,24 +670,27 @@ impl Transport for MpiTransport {
         local: &LocalPackets<'_>,
         remote: &mut RemotePackets<'_>,
     ) -> Result<(), MpiError> {
+        self.usable()?;
         let t0 = Instant::now();
         // A local failure still takes part in the table exchange (with a failure status),
-        // so the other ranks learn of it instead of waiting forever in a collective call.
+        // so the other ranks learn of it instead of waiting for it.
         let local_result = self.fill_table(round, local);
         let used = match &local_result {
             Ok(used) => *used,
             Err(e) => {
-                self.table[2] = e.code();
+                self.begin_table(round);
+                self.table[2] = STATUS_REFUSED;
+                self.table[6] = e.code();
                 0
             }
         };
-        self.gather_tables()?;
+        self.exchange_tables(round)?;
         let used = match local_result {
             Ok(_) => used,
             Err(e) => return Err(e),
         };
         self.check_tables(round)?;
-        self.gather_packets(used)?;
+        self.exchange_packets(round, used)?;
 
         // Record the other ranks' packets in canonical (rank, local sender) order, which is
         // ascending global sender order.
@@ -463,8 +710,22 @@ impl Transport for MpiTransport {
         self.stats.rounds += 1;
         self.stats.packet_bytes_sent += used as u64;
         self.stats.packet_bytes_received += received;
-        self.stats.table_bytes_sent += self.table_bytes() as u64;
         self.stats.exchange_ns += t0.elapsed().as_nanos() as u64;
         Ok(())
+    }
+
+    /// Sends this rank's table of `round` with a failure status and the poison's cause, and
+    /// takes the other ranks' tables (bounded by the timeout); there is no packet phase, on
+    /// any rank: every rank sees the failure in the tables. Each other rank's exchange of
+    /// `round` returns [`MpiError::PeerFailed`] naming this rank and the cause.
+    fn fail_round(&mut self, round: u64, poison: &Poison) {
+        if self.usable().is_err() {
+            return; // the others already wait for nothing from this rank
+        }
+        self.begin_table(round);
+        self.table[2] = STATUS_POISONED;
+        self.table[6..10].copy_from_slice(&encode_cause(poison.party, &poison.cause));
+        // A timeout leaves the transport unusable, which its next use reports.
+        let _ = self.exchange_tables(round);
     }
 }

@@ -13,7 +13,7 @@
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use gradcast_core::backend::Reference;
-use gradcast_core::barrier::Park;
+use gradcast_core::barrier::{Park, Poison, PoisonCause};
 use gradcast_core::packet::{FixedEncoder, PartyEncoder};
 use gradcast_core::round::{
     Accumulator, LocalPacket, LocalPackets, LoopbackHub, RemoteEntry, RemotePackets, RoundConfig,
@@ -25,10 +25,11 @@ use gradcast_mpi::mpi::environment::Threading;
 use gradcast_mpi::mpi::ffi;
 use gradcast_mpi::mpi::raw::AsRaw;
 use gradcast_mpi::mpi::topology::{Communicator, SimpleCommunicator};
-use gradcast_mpi::{Collectives, MpiError, MpiTransport, checksum};
+use gradcast_mpi::{Collectives, MpiError, MpiTransport, PeerCause, checksum};
 use std::os::raw::{c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 /// SplitMix64: the updates of (sender, round) are the same in every process.
 struct Rng(u64);
@@ -346,6 +347,136 @@ fn local_failures_reach_every_rank(world: &SimpleCommunicator) {
     assert_eq!(t.stats().rounds, 1, "only the last round succeeded");
 }
 
+/// A rank whose round a local failure poisoned reports it (`fail_round`): every other rank's
+/// exchange of that round fails with `PeerFailed` naming the rank, its party and the cause,
+/// and the next round works again on every rank.
+fn failure_reports_reach_every_rank(world: &SimpleCommunicator) {
+    let mut t = MpiTransport::new(world, 2, 16).expect("transport");
+    let (rank, size) = (t.rank(), t.size());
+    let bad = size - 1;
+    let mut arena = vec![0u8; t.max_remote_packets() * 16];
+    let mut entries = vec![RemoteEntry::default(); t.max_remote_packets()];
+    let poison = Poison {
+        party: Some(1),
+        round: 4,
+        cause: PoisonCause::Panicked,
+    };
+    let bytes = [9u8; 8];
+    let local = [LocalPacket {
+        sender: t.first_sender(),
+        bytes: &bytes,
+    }];
+    if rank == bad {
+        t.fail_round(4, &poison);
+    } else {
+        let mut remote = RemotePackets::new(&mut arena, &mut entries);
+        let e = t
+            .exchange(4, &LocalPackets::from_slice(&local), &mut remote)
+            .expect_err("a failure report went unnoticed");
+        assert_eq!(
+            e,
+            MpiError::PeerFailed {
+                rank: bad,
+                round: 4,
+                cause: PeerCause::Poisoned {
+                    party: Some(1),
+                    cause: PoisonCause::Panicked
+                }
+            }
+        );
+        assert!(e.to_string().contains(&format!("rank {bad}")), "{e}");
+        assert!(remote.is_empty(), "packets arrived from a failed round");
+    }
+    assert_eq!(t.gave_up_in(), None);
+    let mut remote = RemotePackets::new(&mut arena, &mut entries);
+    t.exchange(5, &LocalPackets::from_slice(&local), &mut remote)
+        .expect("the round after a failure report works");
+    assert_eq!(remote.len(), size - 1);
+}
+
+/// A rank that does not take part in an exchange is named by every other rank's timeout;
+/// the transport is unusable afterwards. (Skipped on one rank.)
+fn a_rank_that_skips_an_exchange_is_named_by_the_timeout(world: &SimpleCommunicator) {
+    let timeout = Duration::from_millis(300);
+    let mut t = MpiTransport::with_timeout(world, 1, 8, timeout).expect("transport");
+    let (rank, size) = (t.rank(), t.size());
+    if size == 1 {
+        return;
+    }
+    let absent = size - 1;
+    if rank != absent {
+        let mut arena = vec![0u8; t.max_remote_packets() * 8];
+        let mut entries = vec![RemoteEntry::default(); t.max_remote_packets()];
+        let mut remote = RemotePackets::new(&mut arena, &mut entries);
+        let t0 = std::time::Instant::now();
+        let e = t
+            .exchange(0, &LocalPackets::from_slice(&[]), &mut remote)
+            .expect_err("an absent rank went unnoticed");
+        let waited = t0.elapsed();
+        assert_eq!(
+            e,
+            MpiError::Timeout {
+                what: "packet tables",
+                round: Some(0),
+                missing: vec![absent],
+                after: timeout
+            }
+        );
+        assert_eq!(e.unreachable_ranks(), [absent]);
+        assert!(e.is_timeout());
+        assert!(
+            waited >= timeout && waited < timeout + Duration::from_secs(5),
+            "{waited:?}"
+        );
+        assert_eq!(t.gave_up_in(), Some(0));
+        let mut remote = RemotePackets::new(&mut arena, &mut entries);
+        let e = t
+            .exchange(1, &LocalPackets::from_slice(&[]), &mut remote)
+            .expect_err("a transport that gave up was used again");
+        assert!(
+            matches!(e, MpiError::Unusable { round: Some(0), .. }),
+            "{e}"
+        );
+    }
+    // Everyone (the absent rank included) keeps its transport until the others are done.
+    world.barrier();
+}
+
+/// A rank that skips a collective call: every other rank's call times out (MPI cannot tell
+/// who is missing from a collective), and the collectives are unusable afterwards.
+fn a_rank_that_skips_a_collective_times_the_others_out(world: &SimpleCommunicator) {
+    let timeout = Duration::from_millis(300);
+    let c = Collectives::with_timeout(world, timeout).expect("collectives");
+    let (rank, size) = (c.rank(), c.size());
+    if size == 1 {
+        return;
+    }
+    if rank != size - 1 {
+        let e = c.barrier().expect_err("an absent rank went unnoticed");
+        assert_eq!(
+            e,
+            MpiError::Timeout {
+                what: "MPI_Ibarrier",
+                round: None,
+                missing: vec![],
+                after: timeout
+            }
+        );
+        let e = c.all_gather_u64(1).expect_err("used again");
+        assert!(
+            matches!(
+                e,
+                MpiError::Unusable {
+                    what: "MPI_Ibarrier",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    world.barrier();
+}
+
 /// A rank out of step (another round number) fails the round on every rank.
 fn ranks_out_of_step_fail_everywhere(world: &SimpleCommunicator) {
     let mut t = MpiTransport::new(world, 1, 8).expect("transport");
@@ -539,8 +670,20 @@ const CHECKS: &[Check] = &[
         local_failures_reach_every_rank,
     ),
     (
+        "failure_reports_reach_every_rank",
+        failure_reports_reach_every_rank,
+    ),
+    (
         "ranks_out_of_step_fail_everywhere",
         ranks_out_of_step_fail_everywhere,
+    ),
+    (
+        "a_rank_that_skips_an_exchange_is_named_by_the_timeout",
+        a_rank_that_skips_an_exchange_is_named_by_the_timeout,
+    ),
+    (
+        "a_rank_that_skips_a_collective_times_the_others_out",
+        a_rank_that_skips_a_collective_times_the_others_out,
     ),
     (
         "corrupt_packets_are_rejected_by_receivers",

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::backend::Backend;
 use crate::barrier::{
-    Barrier, Deadline, MAX_PARTIES, PartySet, Poison, PoisonCause, Relax, SpinThenYield, WaitStage,
+    Barrier, MAX_PARTIES, PartySet, Poison, PoisonCause, Relax, SpinThenYield, Timeout, WaitStage,
 };
 use crate::error::{Classify, Error};
 use crate::packet::{Checked, Messages, PartyEncoder, check_packet};
@@ -428,7 +428,7 @@ fn timed_out(
     round: u64,
     stage: WaitStage,
     missing: PartySet,
-    deadline: Option<&Deadline>,
+    timeout: Option<Timeout>,
 ) -> Poison {
     Poison {
         party: Some(party),
@@ -436,7 +436,7 @@ fn timed_out(
         cause: PoisonCause::TimedOut {
             stage,
             missing,
-            after: deadline.map_or(core::time::Duration::ZERO, Deadline::after),
+            after: timeout.map_or(core::time::Duration::ZERO, |t| t.after),
         },
     }
 }
@@ -1013,11 +1013,11 @@ where
         // Barrier A: everyone has published; the leader exchanges and orders.
         let led = if members > 1 {
             let mut lead_error = None;
-            let deadline = self.deadline();
+            let timeout = self.timeout();
             shared.set_stamp(party, epoch, STAMP_AT_A);
             let waited = shared.barrier.wait_bounded(
                 members,
-                deadline.as_ref(),
+                timeout,
                 || {
                     // SAFETY: every member waits at this barrier while its leader runs this.
                     unsafe { shared.lead(round, config) }.map_err(|e| {
@@ -1032,7 +1032,7 @@ where
                 },
                 |arrived| {
                     let missing = shared.missing(party, epoch, STAMP_AT_A, members, arrived);
-                    timed_out(party, round, WaitStage::Publish, missing, deadline.as_ref())
+                    timed_out(party, round, WaitStage::Publish, missing, timeout)
                 },
             );
             match waited {
@@ -1081,18 +1081,18 @@ where
 
         // Barrier B: nobody reads this round's slots and data any more.
         if members > 1 {
-            let deadline = self.deadline();
+            let timeout = self.timeout();
             shared.set_stamp(party, epoch, STAMP_AT_B);
             match shared.barrier.wait_bounded(
                 members,
-                deadline.as_ref(),
+                timeout,
                 || {
                     shared.close_counts();
                     Ok(())
                 },
                 |arrived| {
                     let missing = shared.missing(party, epoch, STAMP_AT_B, members, arrived);
-                    timed_out(party, round, WaitStage::Apply, missing, deadline.as_ref())
+                    timed_out(party, round, WaitStage::Apply, missing, timeout)
                 },
             ) {
                 Ok(w) => {
@@ -1216,7 +1216,7 @@ where
         let relative = ticket.round.wrapping_sub(self.base_round);
         let target = relative as usize;
         let mut current = None;
-        let deadline = self.deadline();
+        let timeout = self.timeout();
         let (base, parties) = (self.base_round, self.config.parties);
         if relative > (usize::MAX / 2) as u64 {
             current = Some(shared.epoch.load(Ordering::Acquire));
@@ -1233,7 +1233,7 @@ where
                     true
                 }
             },
-            deadline.as_ref(),
+            timeout,
             || {
                 // Name the round still running, and who has not finished it.
                 let e = shared.epoch.load(Ordering::Acquire);
@@ -1242,7 +1242,7 @@ where
                     base.wrapping_add(e as u64),
                     WaitStage::Join,
                     shared.missing(party, e, STAMP_AT_B, parties, parties),
-                    deadline.as_ref(),
+                    timeout,
                 )
             },
         ) {
@@ -1295,10 +1295,9 @@ where
         Ok(())
     }
 
-    /// A deadline for one wait, when the configuration bounds waits.
-    fn deadline(&self) -> Option<Deadline> {
-        let (timeout, clock) = (self.config.timeout?, self.config.clock?);
-        Some(Deadline::start(clock, timeout))
+    /// The bound of each wait, when the configuration has one.
+    fn timeout(&self) -> Option<Timeout> {
+        Some(Timeout::new(self.config.timeout?, self.config.clock?))
     }
 
     /// Poisons with this failure (unless it is someone else's poison), leaves the round,

@@ -17,7 +17,7 @@
 
 use super::transport::{LocalPackets, RemotePackets, Transport};
 use crate::barrier::{
-    Barrier, Clock, Deadline, PartySet, Poison, PoisonCause, Relax, SpinThenYield, WaitStage,
+    Barrier, PartySet, Poison, PoisonCause, Relax, SpinThenYield, Timeout, WaitStage,
 };
 use crate::error::Error;
 use alloc::sync::Arc;
@@ -42,8 +42,8 @@ pub struct LoopbackHub<R: Relax = SpinThenYield> {
     total: u32,
     areas: Vec<spin::Mutex<Area>>,
     barrier: Barrier<R>,
-    /// The bound of each meeting, and its clock.
-    timeout: Option<(Duration, Clock)>,
+    /// The bound of each meeting.
+    timeout: Option<Timeout>,
     /// How many meetings each node has arrived at: diagnostics, to name the nodes a
     /// timed-out meeting waited for (ordered by nothing).
     arrivals: Vec<AtomicUsize>,
@@ -61,21 +61,21 @@ impl<R: Relax> LoopbackHub<R> {
     /// [`Error::RoundConfig`] without nodes, or when sender ids overflow `u32`.
     pub fn new(parties_per_node: &[usize], max_packet_len: usize) -> Result<Arc<Self>, Error> {
         #[cfg(feature = "std")]
-        let timeout = Some((super::DEFAULT_TIMEOUT, super::std_clock as Clock));
+        let timeout = Some(Timeout::new(super::DEFAULT_TIMEOUT, super::std_clock));
         #[cfg(not(feature = "std"))]
         let timeout = None;
         Self::build(parties_per_node, max_packet_len, timeout)
     }
 
-    /// As [`LoopbackHub::new`], with each meeting of the nodes bounded by `timeout` on
-    /// `clock` (`None`: unbounded).
+    /// As [`LoopbackHub::new`], with each meeting of the nodes bounded by `timeout`
+    /// (`None`: unbounded).
     ///
     /// # Errors
     /// As [`LoopbackHub::new`].
     pub fn with_timeout(
         parties_per_node: &[usize],
         max_packet_len: usize,
-        timeout: Option<(Duration, Clock)>,
+        timeout: Option<Timeout>,
     ) -> Result<Arc<Self>, Error> {
         Self::build(parties_per_node, max_packet_len, timeout)
     }
@@ -83,7 +83,7 @@ impl<R: Relax> LoopbackHub<R> {
     fn build(
         parties_per_node: &[usize],
         max_packet_len: usize,
-        timeout: Option<(Duration, Clock)>,
+        timeout: Option<Timeout>,
     ) -> Result<Arc<Self>, Error> {
         if parties_per_node.is_empty() {
             return Err(Error::RoundConfig {
@@ -127,9 +127,6 @@ impl<R: Relax> LoopbackHub<R> {
     /// Node `node` meets the others: a barrier of every node, bounded by the hub's timeout.
     fn meet(&self, node: usize, round: u64) -> Result<(), Error> {
         let nodes = self.nodes();
-        let deadline = self
-            .timeout
-            .map(|(after, clock)| Deadline::start(clock, after));
         let mine = self.arrivals[node].fetch_add(1, Ordering::Relaxed) + 1;
         let timed_out = |_arrived| {
             let mut missing = PartySet::EMPTY;
@@ -144,13 +141,13 @@ impl<R: Relax> LoopbackHub<R> {
                 cause: PoisonCause::TimedOut {
                     stage: WaitStage::Exchange,
                     missing,
-                    after: deadline.as_ref().map_or(Duration::ZERO, Deadline::after),
+                    after: self.timeout.map_or(Duration::ZERO, |t| t.after),
                 },
             }
         };
         let met = self
             .barrier
-            .wait_bounded(nodes, deadline.as_ref(), || Ok(()), timed_out);
+            .wait_bounded(nodes, self.timeout, || Ok(()), timed_out);
         if met.is_err() {
             // Withdrawn (or never counted): this node did not complete the meeting.
             self.arrivals[node].fetch_sub(1, Ordering::Relaxed);
