@@ -12,7 +12,10 @@
 //!   its lead action and an empty exchange, barrier B) with an encoder that publishes an
 //!   empty packet and N = 1, so neither encoding nor decoding costs anything; and the same
 //!   with every party abstaining (no queue traffic). DL4J's two barriers and registration
-//!   handshake poll at 1 ms, so its floor is about 1-3 ms per round (weakness W7).
+//!   handshake poll at 1 ms, so its floor is about 1-3 ms per round.
+//! * **Bounded waits**: the same rounds (publishing) with the clock on, without a timeout and
+//!   with the default one (`RoundConfig::timeout`): what the deadlines cost, as a ratio
+//!   measured in the same run.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // test code is std
 
 use gradcast_core::backend::Reference;
@@ -90,11 +93,26 @@ fn std_barrier_ns(p: usize, iters: u32) -> f64 {
     t.as_nanos() as f64 / iters as f64
 }
 
-/// Nanoseconds per round of the accumulator with empty packets (or abstaining parties).
+/// Nanoseconds per round of the accumulator with empty packets (or abstaining parties),
+/// without a clock (so without timings and timeouts).
 fn round_ns<R: Relax>(p: usize, rounds: u64, contribute: bool) -> f64 {
     let mut config = RoundConfig::new(p, 1);
     config.clock = None;
     config.timeout = None;
+    rounds_ns::<R>(config, rounds, contribute)
+}
+
+/// Nanoseconds per round with the default clock, with or without the default timeout.
+fn bounded_round_ns<R: Relax>(p: usize, rounds: u64, bounded: bool) -> f64 {
+    let mut config = RoundConfig::new(p, 1);
+    if !bounded {
+        config.timeout = None;
+    }
+    rounds_ns::<R>(config, rounds, true)
+}
+
+fn rounds_ns<R: Relax>(config: RoundConfig, rounds: u64, contribute: bool) -> f64 {
+    let p = config.parties;
     let mut acc: Accumulator<Reference, Empty, Local, R> =
         Accumulator::new(Reference, config, vec![Empty; p], Local).unwrap();
     let start = std::sync::Barrier::new(p);
@@ -201,5 +219,32 @@ fn main() {
                 us(park)
             );
         }
+    }
+    println!();
+    println!(
+        "## Bounded waits: the default timeout against none, clock on (microseconds per round, \
+         median of 5)"
+    );
+    println!();
+    println!(
+        "| P | SpinThenYield, no timeout | SpinThenYield, timeout | ratio | Park, no timeout | Park, timeout | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for p in [1usize, 2, 4] {
+        let y0 = measure(target, &|it| {
+            bounded_round_ns::<SpinThenYield>(p, it, false)
+        });
+        let y1 = measure(target, &|it| bounded_round_ns::<SpinThenYield>(p, it, true));
+        let k0 = measure(target, &|it| bounded_round_ns::<Park>(p, it, false));
+        let k1 = measure(target, &|it| bounded_round_ns::<Park>(p, it, true));
+        println!(
+            "| {p} | {} | {} | {:.2} | {} | {} | {:.2} |",
+            us(y0),
+            us(y1),
+            y1 / y0,
+            us(k0),
+            us(k1),
+            k1 / k0
+        );
     }
 }

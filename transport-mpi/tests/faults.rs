@@ -18,10 +18,14 @@
 //! harness starts (mpirun and the ranks, which Open MPI puts in process groups of their own)
 //! is killed when a check fails or the harness panics.
 //!
-//! After its outcome, a rank waits (at most 3 s) until every other rank has printed its
-//! own (so that no rank's exit kills one that has not reported yet), then: a rank whose
-//! transport gave up (a timeout) ends the job with `MPI_Abort`, because `MPI_Finalize`
-//! waits for every rank, a stopped one included; any other rank finalizes.
+//! After its outcome, a rank tells every other rank whether its transport gave up (a
+//! timeout), and waits (at most 3 s) to hear the same from them, so that no rank's exit
+//! kills one that has not reported yet. Then, if any rank it heard from (itself included)
+//! gave up, the lowest such rank ends the job with `MPI_Abort`, because `MPI_Finalize`
+//! waits for every rank, a stopped one included; the others wait to be ended (and abort
+//! themselves after 10 s if nobody did). One aborting rank, not several: with Open MPI
+//! 4.1.4, several ranks calling `MPI_Abort` at once while another finalized made `mpirun`
+//! crash (SIGSEGV) in 2 of 8 runs and hang in 1. If no rank gave up, every rank finalizes.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use gradcast_core::Error;
@@ -138,13 +142,14 @@ fn describe(rank: usize, e: &Failure) -> String {
     )
 }
 
-/// Waits (at most `SETTLE`) until every other rank has sent a token on `comm`, after sending
-/// its own to each: no rank ends the job before the others have reported. Point-to-point and
-/// non-blocking, so a stopped rank only costs the wait. The buffers are leaked: a token may
+/// Sends `status` (1: finalize, 2: the transport gave up) to every other rank on `comm`
+/// and waits (at most `SETTLE`) for theirs: no rank ends the job before the others have
+/// reported. Point-to-point and non-blocking, so a stopped rank only costs the wait. Returns
+/// every rank's status, 0 for those not heard from. The buffers are leaked: a message may
 /// still be in flight.
-fn settle(comm: &SimpleCommunicator) -> usize {
+fn settle(comm: &SimpleCommunicator, status: u64) -> Vec<u64> {
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-    let token: &'static u64 = Box::leak(Box::new(1u64));
+    let token: &'static u64 = Box::leak(Box::new(status));
     let got: &'static mut [u64] = Vec::leak(vec![0u64; size]);
     // SAFETY (all calls below): live communicator, leaked buffers valid for the rest of the
     // process, one u64 per message, valid out pointers.
@@ -191,7 +196,9 @@ fn settle(comm: &SimpleCommunicator) -> usize {
         }
         std::thread::yield_now();
     }
-    got.iter().filter(|&&g| g == 1).count()
+    let mut all = got.to_vec();
+    all[rank] = status;
+    all
 }
 
 /// Runs `rounds` rounds, the fault injected as `fault` says.
@@ -299,11 +306,23 @@ fn rank_main(fault: &str) -> ExitCode {
             )),
         }
     }
-    let heard = settle(&side);
-    if acc.transport().gave_up_in().is_some() {
-        // Some rank may be unreachable: MPI_Finalize would wait for it. End the job.
-        say(format!("END rank={rank} abort heard={heard}"));
-        world.abort(3);
+    let gave_up = acc.transport().gave_up_in().is_some();
+    let statuses = settle(&side, if gave_up { 2 } else { 1 });
+    let heard = statuses.iter().filter(|&&s| s != 0).count();
+    if let Some(aborter) = statuses.iter().position(|&s| s == 2) {
+        // Some rank may be unreachable: MPI_Finalize would wait for it. One rank ends the job.
+        if aborter == rank {
+            say(format!("END rank={rank} abort heard={heard}"));
+            world.abort(3);
+        }
+        say(format!(
+            "END rank={rank} wait heard={heard} aborter={aborter}"
+        ));
+        std::thread::sleep(Duration::from_secs(10));
+        say(format!(
+            "END rank={rank} abort heard={heard} (nobody ended the job)"
+        ));
+        world.abort(4);
     }
     say(format!("END rank={rank} finalize heard={heard}"));
     drop(acc);
