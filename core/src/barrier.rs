@@ -384,7 +384,7 @@ impl Relax for Spin {
         let mut spins = 0u32;
         while blocked() {
             if let Some(d) = deadline
-                && (cfg!(loom) || spins % 64 == 0)
+                && (cfg!(loom) || spins.is_multiple_of(64))
                 && d.has_passed()
             {
                 return false;

@@ -151,13 +151,15 @@ fn settle(comm: &SimpleCommunicator, status: u64) -> Vec<u64> {
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
     let token: &'static u64 = Box::leak(Box::new(status));
     let got: &'static mut [u64] = Vec::leak(vec![0u64; size]);
-    // SAFETY (all calls below): live communicator, leaked buffers valid for the rest of the
-    // process, one u64 per message, valid out pointers.
+    // SAFETY: reads a constant rsmpi's C shim initializes before MPI is used.
     let null = unsafe { ffi::RSMPI_REQUEST_NULL };
     let mut reqs = vec![null; 2 * (size - 1)];
+    // SAFETY: as above.
     let dt = unsafe { ffi::RSMPI_UINT64_T };
     let mut k = 0;
     for q in (0..size).filter(|&q| q != rank) {
+        // SAFETY: live communicator; the buffers are leaked, so valid for the rest of the
+        // process whatever becomes of the requests; one u64 per message; valid out pointers.
         unsafe {
             ffi::MPI_Irecv(
                 &mut got[q] as *mut u64 as *mut c_void,
@@ -183,6 +185,7 @@ fn settle(comm: &SimpleCommunicator, status: u64) -> Vec<u64> {
     let until = Instant::now() + SETTLE;
     while Instant::now() < until {
         let mut done: c_int = 0;
+        // SAFETY: the requests started above (or null), a valid out pointer, no statuses.
         unsafe {
             ffi::MPI_Testall(
                 reqs.len() as c_int,
