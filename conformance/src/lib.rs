@@ -1,24 +1,43 @@
 //! # gradcast-conformance
 //!
-//! One property suite that every [`Backend`] must pass, with the core's reference codec
-//! ([`gradcast_core::codec`], [`Reference`]) as the oracle and the known-answer vectors of
-//! `docs/FORMAT.md` (`conformance/vectors/kat.txt`) as a check on the oracle itself.
+//! One property suite that every [`Backend`] must pass, with the core's reference backend
+//! ([`Reference`], the codec of [`gradcast_core::codec`]) as the oracle and the known-answer
+//! vectors of `docs/FORMAT.md` (`gradcast_core::kat`) as a check on the oracle itself.
 //!
-//! The logic lives in generic functions ([`properties`]); [`conformance_suite!`] only stamps
-//! one `#[test]` per property for a backend. `tests/conformance.rs` instantiates it once per
-//! enabled backend feature (`cpu`, default; `opencl`; `cuda`), so a failing test's name says
-//! which backend failed (`cpu::encode_message_matches_reference`).
+//! The logic lives in generic functions ([`properties`], grouped by concern, with one list of
+//! their names, [`properties::NAMES`]); [`conformance_suite!`] only stamps one `#[test]` per
+//! property for a backend. `tests/conformance.rs` instantiates it once per enabled backend
+//! feature (`cpu`, default, in several configurations; `opencl`; `cuda`), so a failing
+//! test's name says which backend failed (`opencl::encoder_matches_reference`).
 //!
-//! * Cases: [`DEFAULT_CASES`] (256) per property, or `PROPTEST_CASES`.
+//! * Cases: [`DEFAULT_CASES`] (256) per property, or `PROPTEST_CASES`; properties whose
+//!   cases run many rounds take a fraction of that ([`check_fraction`]).
 //! * Failures are persisted to `conformance/proptest-regressions/<property>.txt` and
 //!   replayed first on the next run; commit those files.
-//! * A backend whose device is absent (feature on, no hardware) makes each test print
-//!   `SKIP: <reason>` and return ([`backend_or_skip`]).
+//! * A backend whose device is absent (feature on, no hardware) makes each of its tests print
+//!   `SKIP: <reason>` and pass ([`backend_or_skip`]), unless [`REQUIRE_ENV`]
+//!   (`GRADCAST_REQUIRE_BACKENDS`) names it: then each of its tests fails. CI sets
+//!   `GRADCAST_REQUIRE_BACKENDS=opencl` (PoCL is installed there), so an OpenCL job cannot go
+//!   green without an OpenCL device.
 //!
 //! ```text
-//! cargo test -p gradcast-conformance                 # CPU
-//! cargo test-cpu | cargo test-opencl | cargo test-cuda   # aliases, .cargo/config.toml
+//! cargo test -p gradcast-conformance                          # CPU
+//! cargo test-cpu | cargo test-opencl | cargo test-cuda        # aliases, .cargo/config.toml
+//! GRADCAST_REQUIRE_BACKENDS=opencl cargo test -p gradcast-conformance --features opencl
 //! PROPTEST_CASES=2000 cargo test -p gradcast-conformance
+//! ```
+//!
+//! A backend crate uses the suite from its own tests or from this crate's
+//! `tests/conformance.rs`:
+//!
+//! ```
+//! // One `#[test]` per property, for the reference backend itself.
+//! mod reference {
+//!     gradcast_conformance::conformance_suite!(Some(gradcast_core::backend::Reference));
+//! }
+//! # fn main() {
+//! # assert!(gradcast_conformance::properties::NAMES.contains(&"encoder_matches_reference"));
+//! # }
 //! ```
 // A std-only test crate: `std::` paths are the natural ones here.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
@@ -26,8 +45,10 @@
 pub mod properties;
 pub mod strategies;
 
-use gradcast_core::backend::Reference;
+use core::ops::Range;
+use gradcast_core::backend::{ClipStats, Reference, VectorStats};
 use gradcast_core::codec::{EncodeParams, EncodeSummary};
+use gradcast_core::wire::MessageView;
 use gradcast_core::{Backend, Classify, ErrorKind};
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use std::fmt::Display;
@@ -35,14 +56,19 @@ use std::fmt::Display;
 /// Cases per property when `PROPTEST_CASES` is not set.
 pub const DEFAULT_CASES: u32 = 256;
 
-/// The proptest configuration of property `name`: [`DEFAULT_CASES`] or `PROPTEST_CASES`
-/// cases, failures persisted to `conformance/proptest-regressions/<name>.txt` (set
-/// explicitly: only the `proptest!` macro does that for you).
-pub fn config(name: &str) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
+/// The number of cases per property: `PROPTEST_CASES`, or [`DEFAULT_CASES`] when it is
+/// unset or not a number.
+pub fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_CASES);
+        .unwrap_or(DEFAULT_CASES)
+}
+
+/// The proptest configuration of property `name`: `cases` cases, failures persisted to
+/// `conformance/proptest-regressions/<name>.txt` (set explicitly: only the `proptest!` macro
+/// does that for you).
+pub fn config(name: &str, cases: u32) -> Config {
     let path: &'static str = Box::leak(
         format!(
             "{}/proptest-regressions/{name}.txt",
@@ -59,31 +85,132 @@ pub fn config(name: &str) -> Config {
     }
 }
 
-/// Runs property `name` of backend `backend` over `strategy`; panics with the shrunk
-/// counter-example on failure.
+/// Runs property `name` of backend `backend` over [`cases`] cases of `strategy`; panics with
+/// the shrunk counter-example on failure.
 pub fn check<S: proptest::strategy::Strategy>(
     name: &str,
     backend: &str,
     strategy: S,
     test: impl Fn(S::Value) -> Result<(), TestCaseError>,
 ) {
-    let mut runner = TestRunner::new(config(name));
+    check_fraction(name, backend, 1, strategy, test);
+}
+
+/// As [`check`], with `1 / divisor` of the cases (at least one): for properties whose
+/// single case runs many rounds, so that the suite's time stays in check. `PROPTEST_CASES`
+/// scales them alike.
+pub fn check_fraction<S: proptest::strategy::Strategy>(
+    name: &str,
+    backend: &str,
+    divisor: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let cases = (cases() / divisor.max(1)).max(1);
+    let mut runner = TestRunner::new(config(name, cases));
     if let Err(e) = runner.run(&strategy, test) {
         panic!("[{backend}] property {name} failed: {e}");
     }
 }
 
-/// The backend, or `None` after printing `SKIP: <reason>` when it could not be created
-/// because its device, driver or platform is absent. A kernel that fails to compile is a
-/// bug, not an absence: that panics.
-pub fn backend_or_skip<B, E: Display + Classify>(r: Result<B, E>) -> Option<B> {
+/// The environment variable that names the backends which must be present:
+/// `GRADCAST_REQUIRE_BACKENDS=opencl` (or several, `opencl,cuda`, separated by commas or
+/// spaces; case does not matter). A required backend whose device, driver or platform is
+/// absent fails every one of its tests instead of printing `SKIP:` and passing, and a
+/// required backend whose cargo feature is off fails [`check_required_compiled`]. Unset or
+/// empty: nothing is required (a developer's machine without a GPU still passes).
+pub const REQUIRE_ENV: &str = "GRADCAST_REQUIRE_BACKENDS";
+
+/// The backend names [`REQUIRE_ENV`] may hold: the conformance crate's backend features.
+pub const BACKENDS: &[&str] = &["cpu", "opencl", "cuda"];
+
+/// The backends [`REQUIRE_ENV`] names, lower-case, in the order given.
+///
+/// # Errors
+/// A message naming an entry that is not one of [`BACKENDS`] (a typo must not silently
+/// require nothing).
+pub fn required_backends() -> Result<Vec<String>, String> {
+    let raw = std::env::var(REQUIRE_ENV).unwrap_or_default();
+    parse_required(&raw)
+}
+
+/// Parses a [`REQUIRE_ENV`] value (see [`required_backends`]).
+///
+/// # Errors
+/// As [`required_backends`].
+pub fn parse_required(raw: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in raw.split(|c: char| c == ',' || c.is_whitespace()) {
+        let name = name.trim().to_ascii_lowercase();
+        if name.is_empty() || out.contains(&name) {
+            continue;
+        }
+        if !BACKENDS.contains(&name.as_str()) {
+            return Err(format!(
+                "{REQUIRE_ENV}={raw:?}: unknown backend {name:?} (known: {})",
+                BACKENDS.join(", ")
+            ));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+/// Whether [`REQUIRE_ENV`] names `backend`.
+///
+/// # Panics
+/// When [`REQUIRE_ENV`] holds a name that is not a backend ([`required_backends`]).
+pub fn is_required(backend: &str) -> bool {
+    match required_backends() {
+        Ok(names) => names.iter().any(|n| n == backend),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Fails (panics) when [`REQUIRE_ENV`] names a backend that is not in `compiled` (the
+/// backend features of this build), or a name that is not a backend: requiring a backend
+/// whose tests were not even compiled would otherwise pass.
+///
+/// # Panics
+/// As described.
+pub fn check_required_compiled(compiled: &[&str]) {
+    let required = required_backends().unwrap_or_else(|e| panic!("{e}"));
+    let missing: Vec<&str> = required
+        .iter()
+        .map(String::as_str)
+        .filter(|r| !compiled.contains(r))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{REQUIRE_ENV} requires {missing:?}, but this build of the conformance suite has only \
+         the backend features {compiled:?}: add `--features {}`",
+        missing.join(",")
+    );
+}
+
+/// The backend `name` (a [`BACKENDS`] entry), or `None` after printing `SKIP: <reason>` when
+/// it could not be created because its device, driver or platform is absent.
+///
+/// # Panics
+/// When the backend is absent and [`REQUIRE_ENV`] names it (the test fails instead of
+/// skipping); when its kernels fail to compile (a bug, not an absence: that fails always).
+pub fn backend_or_skip<B, E: Display + Classify>(name: &str, r: Result<B, E>) -> Option<B> {
     match r {
         Ok(b) => Some(b),
         Err(e) if e.kind() == ErrorKind::KernelCompile => {
-            panic!("backend kernels failed to compile: {e}")
+            panic!("{name}: backend kernels failed to compile: {e}")
         }
+        Err(e) if is_required(name) => panic!(
+            "{name}: no device for this backend ({:?}): {e}; {REQUIRE_ENV} requires it, so \
+             this is a failure, not a skip",
+            e.kind()
+        ),
         Err(e) => {
-            println!("SKIP: no device for this backend ({:?}): {e}", e.kind());
+            println!(
+                "SKIP: {name}: no device for this backend ({:?}): {e} (set {REQUIRE_ENV}={name} \
+                 to make this a failure)",
+                e.kind()
+            );
             None
         }
     }
@@ -222,10 +349,109 @@ pub fn compare_encode<B: Backend>(
     Ok((want, got))
 }
 
-/// Stamps one `#[test]` per property for a backend.
+/// A borrowed backend as a backend: every call forwards to the backend it borrows, the
+/// trait's provided methods too (so a backend's own [`Backend::apply_messages`] is the one
+/// tested, not the default). The round protocol's
+/// [`Accumulator`](gradcast_core::round::Accumulator) owns its backend, and the properties
+/// only borrow theirs.
+#[derive(Debug)]
+pub struct ByRef<'a, B>(pub &'a B);
+
+impl<B: Backend> Backend for ByRef<'_, B> {
+    type Buffer = B::Buffer;
+    type Error = B::Error;
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn alloc(&self, len: usize) -> Result<B::Buffer, B::Error> {
+        self.0.alloc(len)
+    }
+
+    fn len(&self, buf: &B::Buffer) -> usize {
+        self.0.len(buf)
+    }
+
+    fn upload(&self, src: &[f32], dst: &mut B::Buffer) -> Result<(), B::Error> {
+        self.0.upload(src, dst)
+    }
+
+    fn download(&self, src: &B::Buffer, dst: &mut [f32]) -> Result<(), B::Error> {
+        self.0.download(src, dst)
+    }
+
+    fn fill(&self, buf: &mut B::Buffer, value: f32) -> Result<(), B::Error> {
+        self.0.fill(buf, value)
+    }
+
+    fn count(&self, x: &B::Buffer, range: Range<usize>, tau: f32) -> Result<u64, B::Error> {
+        self.0.count(x, range, tau)
+    }
+
+    fn encode(
+        &self,
+        residual: &mut B::Buffer,
+        params: &EncodeParams,
+        out: &mut [u8],
+    ) -> Result<EncodeSummary, B::Error> {
+        self.0.encode(residual, params, out)
+    }
+
+    fn decode_add(&self, msg: &MessageView<'_>, target: &mut B::Buffer) -> Result<(), B::Error> {
+        self.0.decode_add(msg, target)
+    }
+
+    fn add_assign(&self, dst: &mut B::Buffer, src: &B::Buffer) -> Result<(), B::Error> {
+        self.0.add_assign(dst, src)
+    }
+
+    fn sub_scaled(
+        &self,
+        params: &mut B::Buffer,
+        update: &B::Buffer,
+        scale: f32,
+    ) -> Result<(), B::Error> {
+        self.0.sub_scaled(params, update, scale)
+    }
+
+    fn apply_messages<'m, I>(
+        &self,
+        msgs: I,
+        update: &mut B::Buffer,
+        params: &mut B::Buffer,
+        scale: f32,
+    ) -> Result<(), B::Error>
+    where
+        I: Iterator<Item = MessageView<'m>> + Clone,
+    {
+        self.0.apply_messages(msgs, update, params, scale)
+    }
+
+    fn clip(
+        &self,
+        buf: &mut B::Buffer,
+        range: Range<usize>,
+        limit: f32,
+    ) -> Result<ClipStats, B::Error> {
+        self.0.clip(buf, range, limit)
+    }
+
+    fn stats(&self, buf: &B::Buffer, range: Range<usize>) -> Result<VectorStats, B::Error> {
+        self.0.stats(buf, range)
+    }
+
+    fn sync(&self) -> Result<(), B::Error> {
+        self.0.sync()
+    }
+}
+
+/// Stamps one `#[test]` per property of [`properties::NAMES`] for a backend, named after the
+/// property.
 ///
 /// `$make` is an expression of type `Option<B>`: `Some(backend)`, or `None` when the device
-/// is absent (use [`backend_or_skip`], which prints the `SKIP:` line).
+/// is absent (use [`backend_or_skip`], which prints the `SKIP:` line, or fails when
+/// [`REQUIRE_ENV`] names the backend). It is evaluated once per test.
 ///
 /// ```text
 /// mod cpu {
@@ -235,44 +461,70 @@ pub fn compare_encode<B: Backend>(
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::conformance_suite!(@stamp $make;
-            encode_message_matches_reference,
-            encode_residual_matches_reference,
-            decode_add_matches_reference,
-            mass_conservation,
-            encoding_switch_boundary,
-            cap_selects_cyclically_from_start,
-            cap_rotates_with_round,
-            empty_vector_same_error,
-            small_and_odd_lengths,
-            large_lengths,
-            tau_at_value_edges,
-            subnormal_and_extreme_tau,
-            bad_tau_same_error,
-            non_finite_same_error,
-            buffer_too_small_same_error,
-            garbage_never_leaks,
-            mutated_messages,
-            wrong_size_message_same_error,
-            count_matches_reference,
-            add_assign_matches_reference,
-            sub_scaled_matches_reference,
-            clip_matches_reference,
-            stats_matches_reference,
-            segments_match_reference,
-            upload_download_roundtrip,
-            multi_round_replicas_identical,
-            known_answer_vectors
-        );
+        $crate::__with_properties!(__stamp_properties!($make));
     };
-    (@stamp $make:expr; $($name:ident),* $(,)?) => {
+}
+
+/// Stamps the tests of [`conformance_suite!`] from the property list.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stamp_properties {
+    ($make:expr ; $($module:ident :: $name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
                 if let Some(backend) = $make {
-                    $crate::properties::$name(&backend);
+                    $crate::properties::$module::$name(&backend);
                 }
             }
         )*
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_backends_parse() {
+        assert_eq!(parse_required(""), Ok(vec![]));
+        assert_eq!(parse_required(" , "), Ok(vec![]));
+        assert_eq!(parse_required("opencl"), Ok(vec!["opencl".to_string()]));
+        assert_eq!(
+            parse_required("OpenCL, cuda opencl"),
+            Ok(vec!["opencl".to_string(), "cuda".to_string()])
+        );
+        let e = parse_required("opencl,opncl").unwrap_err();
+        assert!(e.contains("\"opncl\"") && e.contains(REQUIRE_ENV), "{e}");
+    }
+
+    /// Every property function of `src/properties/` (a `pub fn` generic over the backend)
+    /// is on the one list, so `conformance_suite!` stamps a test for it; and the list holds
+    /// nothing else.
+    #[test]
+    fn every_property_is_listed() {
+        let sources = [
+            include_str!("properties/encode.rs"),
+            include_str!("properties/errors.rs"),
+            include_str!("properties/decode.rs"),
+            include_str!("properties/vector.rs"),
+            include_str!("properties/encoder.rs"),
+            include_str!("properties/round.rs"),
+            include_str!("properties/kat.rs"),
+        ];
+        let mut defined: Vec<&str> = sources
+            .iter()
+            .flat_map(|s| s.lines())
+            .filter_map(|l| l.strip_prefix("pub fn "))
+            .filter_map(|rest| rest.split_once('<'))
+            .map(|(name, _)| name)
+            .collect();
+        let mut listed = properties::NAMES.to_vec();
+        defined.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
+        let mut unique = listed.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), listed.len(), "a property is listed twice");
+    }
 }

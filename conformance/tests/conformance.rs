@@ -85,23 +85,47 @@ mod cpu_avx512 {
     gradcast_conformance::conformance_suite!(backend());
 }
 
+/// The first OpenCL device (PoCL on CI). Without a platform each test prints `SKIP:`, or
+/// fails when `GRADCAST_REQUIRE_BACKENDS` names `opencl` (as CI sets it).
 #[cfg(feature = "opencl")]
 mod opencl {
     gradcast_conformance::conformance_suite!(gradcast_conformance::backend_or_skip(
+        "opencl",
         gradcast_opencl::OpenCl::first_device()
     ));
 }
 
+/// CUDA device 0. Without a driver or a GPU (CI has neither) each test prints
+/// `SKIP: cuda: ...` and passes; `GRADCAST_REQUIRE_BACKENDS=cuda` turns that into a failure
+/// on a machine that must have one.
 #[cfg(feature = "cuda")]
 mod cuda {
     gradcast_conformance::conformance_suite!(gradcast_conformance::backend_or_skip(
+        "cuda",
         gradcast_cuda::Cuda::new(0)
     ));
+}
+
+/// The backend features this build of the suite has.
+const COMPILED: &[&str] = &[
+    #[cfg(feature = "cpu")]
+    "cpu",
+    #[cfg(feature = "opencl")]
+    "opencl",
+    #[cfg(feature = "cuda")]
+    "cuda",
+];
+
+/// A backend that `GRADCAST_REQUIRE_BACKENDS` names must be compiled in: requiring OpenCL in
+/// a build without the `opencl` feature would otherwise pass with no OpenCL test at all.
+#[test]
+fn required_backends_are_compiled_in() {
+    gradcast_conformance::check_required_compiled(COMPILED);
 }
 
 /// The known-answer vectors also hold for the oracle itself (if this fails, the reference
 /// codec, not a backend, disagrees with the independent implementation).
 #[test]
 fn reference_passes_known_answer_vectors() {
-    gradcast_conformance::properties::known_answer_vectors(&gradcast_core::backend::Reference);
+    gradcast_conformance::properties::kat::known_answer_vectors(&gradcast_core::backend::Reference);
 }
