@@ -194,3 +194,97 @@ pub fn ocl_row(ocl: &OpenCl, n: usize, density: f64, reps: usize) -> Result<OclR
         ocl_decode: od,
     })
 }
+
+/// The operations [`launch_overhead`] times, in order: `fill` (`clEnqueueFillBuffer`, no
+/// kernel object: the reference), then calls that launch kernels.
+pub const LAUNCH_OPS: [&str; 5] = ["fill", "add_assign", "sub_scaled", "encode", "decode_add"];
+
+/// Per-call time of one small operation ([`launch_overhead`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchRow {
+    /// The operation ([`LAUNCH_OPS`]).
+    pub op: &'static str,
+    /// Elements of the vectors.
+    pub n: usize,
+    /// Kernel launches per call (encode: count and select; `fill`: none).
+    pub kernels: usize,
+    /// Seconds per call, one sample per repetition (each the mean of many calls).
+    pub per_call: Timing,
+}
+
+impl LaunchRow {
+    /// Median microseconds per call.
+    pub fn median_us(&self) -> f64 {
+        self.per_call.median() * 1e6
+    }
+
+    /// Best (fastest repetition's) microseconds per call.
+    pub fn best_us(&self) -> f64 {
+        self.per_call.best() * 1e6
+    }
+}
+
+/// Measures what a call costs when its work is tiny (vectors of `n` elements, `n` small), so
+/// that the cost is the launch: creating or reusing kernel objects, setting arguments,
+/// enqueueing, PoCL's scheduling, and the blocking reads an encode needs. Each repetition
+/// times `calls` calls of each operation back to back and drains the queue once at the end
+/// (`encode` blocks on its own reads); the operations are interleaved per repetition so that
+/// a noisy neighbour slows them alike. `fill` launches no kernel: the other rows read best as
+/// ratios to it.
+///
+/// # Errors
+/// The backend's errors.
+pub fn launch_overhead(
+    ocl: &OpenCl,
+    n: usize,
+    calls: usize,
+    reps: usize,
+) -> Result<Vec<LaunchRow>, BenchError> {
+    let e = BenchError::OpenCl;
+    let host = synthetic_residual(n, 0.05, 0x5EED ^ n as u64);
+    let params = EncodeParams::new(TAU);
+    let mut a = ocl.alloc(n).map_err(e)?;
+    let b = ocl.alloc(n).map_err(e)?;
+    let mut residual = ocl.alloc(n).map_err(e)?;
+    ocl.upload(&host, &mut residual).map_err(e)?;
+    let mut out = out_buffer(n, &params);
+    let s = ocl.encode(&mut residual, &params, &mut out).map_err(e)?;
+    let message = out[..s.bytes].to_vec();
+    let msg = MessageView::parse(&message).map_err(BenchError::Core)?;
+    let kernels = [0, 1, 1, 2, 1];
+    let mut rows: Vec<LaunchRow> = LAUNCH_OPS
+        .iter()
+        .zip(kernels)
+        .map(|(&op, kernels)| LaunchRow {
+            op,
+            n,
+            kernels,
+            per_call: Timing {
+                samples: Vec::new(),
+            },
+        })
+        .collect();
+    let calls = calls.max(1);
+    for _ in 0..reps.max(1) {
+        for row in rows.iter_mut() {
+            ocl.sync().map_err(e)?;
+            let t = std::time::Instant::now();
+            for _ in 0..calls {
+                match row.op {
+                    "fill" => ocl.fill(&mut a, 0.5),
+                    "add_assign" => ocl.add_assign(&mut a, &b),
+                    "sub_scaled" => ocl.sub_scaled(&mut a, &b, 0.5),
+                    // The residual drains after a few calls; what is timed is the launch.
+                    "encode" => ocl.encode(&mut residual, &params, &mut out).map(|_| ()),
+                    _ => ocl.decode_add(&msg, &mut a),
+                }
+                .map_err(e)?;
+            }
+            ocl.sync().map_err(e)?;
+            row.per_call
+                .samples
+                .push(t.elapsed().as_secs_f64() / calls as f64);
+        }
+    }
+    Ok(rows)
+}
