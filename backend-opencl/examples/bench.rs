@@ -2,7 +2,7 @@
 //! same run. Prints a Markdown table for docs/BENCHMARKS.md.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target-ocl cargo run --release -p gradcast-opencl --example bench -- [reps] [log2 N ...]
+//! cargo run --release -p gradcast-opencl --example bench -- [reps] [log2 N ...]
 //! ```
 //! Defaults: 5 rounds, N = 2^24 and 2^26, densities 1e-4, 1e-3, 1e-2.
 // A std binary: core paths buy nothing here.
