@@ -12,7 +12,8 @@
 //!   its lead action and an empty exchange, barrier B) with an encoder that publishes an
 //!   empty packet and N = 1, so neither encoding nor decoding costs anything; and the same
 //!   with every party abstaining (no queue traffic). DL4J's two barriers and registration
-//!   handshake poll at 1 ms, so its floor is about 1-3 ms per round.
+//!   handshake poll at 1 ms, so its floor is about 1-3 ms per round (weakness W7 in
+//!   docs/DL4J.md).
 //! * **Bounded waits**: the same rounds (publishing) with the clock on, without a timeout and
 //!   with the default one (`RoundConfig::timeout`): what the deadlines cost, as a ratio
 //!   measured in the same run.

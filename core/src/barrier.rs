@@ -32,7 +32,7 @@
 //! in which round and how; the first poison wins. Every waiter returns
 //! [`Error::Poisoned`] with that record at its next check: spinning waiters at once,
 //! parked waiters because poisoning wakes them. There is no polling interval and no sleep
-//! (DL4J sleep-polls a shared `throwable` every millisecond, weakness W7). Every later call
+//! (DL4J sleep-polls a shared `throwable` every millisecond: weakness W7 in docs/DL4J.md). Every later call
 //! fails the same way until [`Barrier::reset`]. With `std`, the round protocol poisons on
 //! panics as well (a drop guard sees the unwinding).
 //!

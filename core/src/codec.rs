@@ -13,7 +13,7 @@
 //! * **Commit**: each element sent is debited by exactly one quantum: `x - tau` for `+tau`,
 //!   `x + tau` for `-tau`. Nothing else changes. Validation (threshold, non-finite values,
 //!   buffer size) happens before the first write, so an error leaves residual and output
-//!   untouched ("encode, then commit"; DL4J loses mass here, its weakness W1).
+//!   untouched ("encode, then commit"; DL4J loses mass here: weakness W1 in docs/DL4J.md).
 //! * **Dense** (warm-up) messages carry every value as f32 and leave `+0.0` behind.
 //! * An empty message (`K = 0`) is valid: a worker with nothing to say still takes part.
 //!

@@ -1,7 +1,7 @@
 //! Import and export of Deeplearning4j's threshold-encoded int32 layouts, bit-exactly.
 //!
 //! DL4J messages are arrays of int32 words (little-endian here, as on x86 hosts), with a
-//! 4-word header (dl4j-reference.md section 2):
+//! 4-word header (`docs/DL4J.md`, section 2):
 //!
 //! | word | sparse ("FLEXIBLE", mode 0) | bitmap (mode 1) |
 //! |---|---|---|

@@ -1,5 +1,5 @@
-//! Threshold policies (issue 3): DL4J's trajectories (dl4j-reference.md 5.2-5.4, checks 11
-//! and 12), the byte budget's limits, the reducer, and configuration validation.
+//! Threshold policies: DL4J's trajectories (the rules and defaults of `docs/DL4J.md`,
+//! section 5), the byte budget's limits, the reducer, and configuration validation.
 
 use gradcast_core::codec::EncodingMode;
 use gradcast_core::encoder::policy::{DEFAULT_DECAY, kind};

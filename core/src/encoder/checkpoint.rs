@@ -2,8 +2,8 @@
 //!
 //! A run that saves with [`Encoder::save`] and later restores with [`Encoder::restore`] (into
 //! an encoder built with the same N, segments and policy kinds) continues bit-identically:
-//! same thresholds, same messages, same residuals (DL4J drops the residual on every reset,
-//! W17). Checkpoints are validated like messages: [`CheckpointView::parse`] checks the magic,
+//! same thresholds, same messages, same residuals (DL4J drops the residual on every reset:
+//! weakness W17 in docs/DL4J.md). Checkpoints are validated like messages: [`CheckpointView::parse`] checks the magic,
 //! version, lengths and checksum before reading anything else, and never panics, whatever the
 //! bytes.
 //!

@@ -2,10 +2,10 @@
 //! good health, reports statistics and saves checkpoints.
 //!
 //! It replaces DL4J's `EncodingHandler`, `ThresholdAlgorithm` and `ResidualPostProcessor`
-//! (`dl4j-reference.md` sections 4-6) without their defects: nothing is debited that is not
-//! sent (W1), the residual survives restarts (W17), thresholds may differ per segment (W5),
-//! the bytes on the wire can be bounded (W18), and everything DL4J only logged is a plain
-//! statistics struct (issue 5931).
+//! (`docs/DL4J.md`, sections 4 to 6) without their defects (the W-codes are that page's):
+//! nothing is debited that is not sent (W1), the residual survives restarts (W17),
+//! thresholds may differ per segment (W5), the bytes on the wire can be bounded (W18), and
+//! everything DL4J only logged is a plain statistics struct (DL4J issue 5931).
 //!
 //! # One round
 //!

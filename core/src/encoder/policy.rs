@@ -12,7 +12,7 @@
 //! | [`Fixed`] | a constant `tau` | `FixedThresholdAlgorithm` |
 //! | [`Adaptive`] | keep the sparsity `entries / N` in `[s_min, s_max]`: `tau * d` below, `tau / d` above | `AdaptiveThresholdAlgorithm` |
 //! | [`TargetSparsity`] | steer the sparsity to one target: `tau * d` below, `tau / d` above | `TargetSparsityThresholdAlgorithm` |
-//! | [`ByteBudget`] | every message at most `budget` bytes (a codec cap), `tau` steered so the cap rarely bites | none (W18) |
+//! | [`ByteBudget`] | every message at most `budget` bytes (a codec cap), `tau` steered so the cap rarely bites | none (weakness W18 in docs/DL4J.md) |
 //!
 //! Thresholds are kept in `f64` and converted to `f32` (the wire's type) only when emitted, so
 //! long trajectories follow the DL4J rule without accumulating `f32` rounding: with the
@@ -706,7 +706,7 @@ impl ThresholdPolicy for TargetSparsity {
 
 // ----- ByteBudget -----
 
-/// Every message at most `budget` bytes (ours; DL4J controls only the element ratio, W18).
+/// Every message at most `budget` bytes (ours; DL4J controls only the element ratio: weakness W18 in docs/DL4J.md).
 ///
 /// **The guarantee comes from the codec, not from the controller.** For a segment of `n`
 /// elements, [`ThresholdPolicy::limits`] returns:

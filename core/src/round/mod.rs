@@ -1,5 +1,7 @@
 //! The round protocol: what replaces DL4J's `EncodedGradientsAccumulator`.
 //!
+//! (`W1` .. `W21` below name DL4J's weaknesses as `docs/DL4J.md` describes them.)
+//!
 //! P local *parties* (worker threads, one model replica each) share one [`Accumulator`]. In
 //! every round, each party that has an update *contributes* it, and every party that takes
 //! part applies the round's sum, so replicas stay bit-identical:
@@ -165,7 +167,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How a round's decoded update is applied: `params -= update` (sum, DL4J's rule) or
 /// `params -= update / k` with k the number of contributions (mean). With the sum, the
-/// effective learning rate grows with the number of workers (DL4J weakness W6).
+/// effective learning rate grows with the number of workers (DL4J's weakness W6 in docs/DL4J.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Step {
     /// `params -= sum of the round's decoded packets`.
