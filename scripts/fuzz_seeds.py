@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes seed corpora for the fuzz targets from conformance/vectors/kat.txt.
+"""Writes seed corpora for the fuzz targets from core/vectors/kat.txt.
 
 Usage: scripts/fuzz_seeds.py CORPUS_DIR
 Every known-answer message seeds `parse`; `decode_add` gets each message prefixed with a
@@ -11,7 +11,7 @@ import os, struct, sys, shutil
 
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 out = sys.argv[1]
-kat = open(os.path.join(root, "conformance/vectors/kat.txt")).read()
+kat = open(os.path.join(root, "core/vectors/kat.txt")).read()
 msgs = []
 for block in kat.split("\n\n"):
     d = dict(l.split(" = ", 1) for l in block.strip().splitlines() if " = " in l)

@@ -3,9 +3,9 @@
 
 This is an independent, deliberately naive second implementation of the format (Python,
 written from the specification, sharing no code with the Rust codec). It writes
-conformance/vectors/kat.txt; the Rust tests (core and every backend in the conformance suite)
+core/vectors/kat.txt; the Rust tests (core and every backend in the conformance suite)
 check that the Rust encoder produces exactly these bytes and residuals, and that decoding
-gives the expected update. Regenerate with:  python3 scripts/kat.py > conformance/vectors/kat.txt
+gives the expected update. Regenerate with:  python3 scripts/kat.py > core/vectors/kat.txt
 """
 import struct
 

@@ -1,6 +1,7 @@
 //! The known-answer vectors of `docs/FORMAT.md`, and a parser for them.
 //!
-//! The vectors live in `conformance/vectors/kat.txt`. They are produced by
+//! The vectors live in `core/vectors/kat.txt` (inside this crate, so that the published crate
+//! carries them). They are produced by
 //! `scripts/kat.py`, an independent Python implementation of the format written from the
 //! specification alone, so they check the Rust codec against something other than itself.
 //! The core's tests and the conformance suite (for every backend) check them byte for byte.
@@ -9,8 +10,8 @@ use crate::codec::{EncodeParams, EncodingMode, SegmentRef};
 use alloc::string::String;
 use alloc::vec::Vec;
 
-/// The text of `conformance/vectors/kat.txt`.
-pub const VECTORS: &str = include_str!("../../conformance/vectors/kat.txt");
+/// The text of `core/vectors/kat.txt`.
+pub const VECTORS: &str = include_str!("../vectors/kat.txt");
 
 /// One known-answer vector.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +156,6 @@ pub fn parse(text: &str) -> Result<Vec<Kat>, ParseError> {
 pub fn vectors() -> Vec<Kat> {
     match parse(VECTORS) {
         Ok(v) => v,
-        Err(e) => panic!("conformance/vectors/kat.txt: {e}"),
+        Err(e) => panic!("core/vectors/kat.txt: {e}"),
     }
 }

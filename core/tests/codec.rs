@@ -780,35 +780,6 @@ fn vector_stats_l2_is_accurate() {
     }
 }
 
-/// Every hex block of docs/FORMAT.md equals the message of the vector of the same name.
-#[test]
-fn format_md_matches_vectors() {
-    let doc = include_str!("../../docs/FORMAT.md");
-    let vectors = kat::vectors();
-    let mut checked = 0;
-    for v in &vectors {
-        let Some(at) = doc.find(&format!(". {}\n", v.name)) else {
-            continue;
-        };
-        let rest = &doc[at..];
-        let start = rest.find("```\n").expect("a code block") + 4;
-        let end = start + rest[start..].find("```").expect("closed block");
-        let hex: String = rest[start..end]
-            .chars()
-            .filter(|c| c.is_ascii_hexdigit())
-            .collect();
-        let bytes: Vec<u8> = (0..hex.len() / 2)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        assert_eq!(bytes, v.message, "FORMAT.md block for {}", v.name);
-        checked += 1;
-    }
-    assert!(
-        checked >= 4,
-        "only {checked} vectors documented in FORMAT.md"
-    );
-}
-
 /// The bitmap layout, checked against an independent bit-level view (bitvec's `Lsb0` order:
 /// element `i` is bits `2i` (+tau) and `2i + 1` (-tau) of the payload).
 #[test]

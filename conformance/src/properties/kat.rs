@@ -5,7 +5,7 @@ use gradcast_core::Backend;
 use gradcast_core::wire::MessageView;
 use proptest::test_runner::TestCaseError;
 
-/// The known-answer vectors of `docs/FORMAT.md` (`conformance/vectors/kat.txt`, generated
+/// The known-answer vectors of `docs/FORMAT.md` (`core/vectors/kat.txt`, generated
 /// by an independent implementation): the backend's message bytes, residual after and
 /// decoded vector equal the recorded ones, with the output buffer exactly the message's
 /// size and pre-filled with garbage. Deterministic (not a proptest).
