@@ -17,7 +17,9 @@ use serde::Serialize;
 /// Options of `gradcast bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Vector sizes as powers of two (default 24,26; with --round 20,23,26).
+    /// Vector sizes as powers of two, comma-separated: 24 means 2^24 = 16,777,216 elements
+    /// (64 MiB of f32). Each size needs a few vectors of that size in memory (with --round,
+    /// a few per party). Default 24,26; with --round 20,23,26.
     #[arg(long, value_delimiter = ',')]
     pub log2_n: Vec<u32>,
     /// Fractions of elements at or above the threshold (default 1e-4,1e-3,1e-2; with

@@ -29,13 +29,15 @@ pub struct Cli {
 pub enum Command {
     /// Train an MLP with P workers, dense fp32 updates vs gradcast, side by side (the main job).
     Train(TrainArgs),
-    /// Encode a raw little-endian f32 file into a message.
+    /// Encode a raw little-endian f32 file (a residual) into a message; optionally write what
+    /// stays in the residual.
     Encode(crate::tools::EncodeArgs),
     /// Decode a message (or a packet of messages) into a raw little-endian f32 file.
     Decode(crate::tools::DecodeArgs),
-    /// Validate a message and print its header and statistics.
+    /// Validate a message (or a packet) and print its header and statistics.
     Inspect(crate::tools::InspectArgs),
-    /// Run the kernel benchmarks of every backend compiled in.
+    /// Measure encode and decode throughput of every backend compiled in, against the read
+    /// bandwidth of the same buffer measured in the same run.
     Bench(crate::bench::BenchArgs),
 }
 

@@ -14,6 +14,44 @@
 //!
 //! Every failure is a [`CliError`] with a message that says what is wrong; bad arguments exit
 //! with code 2, bad files and failed work with code 1.
+//!
+//! # Example
+//!
+//! The commands are functions of this library too: `gradcast encode` and `gradcast decode`
+//! on raw little-endian f32 files.
+//!
+//! ```
+//! use gradcast_cli::tools::{self, DecodeArgs, EncodeArgs, EncodingArg, Format};
+//!
+//! let dir = std::env::temp_dir().join(format!("gradcast-cli-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let (input, msg, output) = (dir.join("r.f32"), dir.join("m.gcm"), dir.join("u.f32"));
+//! let residual: Vec<u8> = [0.5f32, -2.0, 0.1, 1.0]
+//!     .iter()
+//!     .flat_map(|x| x.to_le_bytes())
+//!     .collect();
+//! std::fs::write(&input, residual)?;
+//! tools::encode(&EncodeArgs {
+//!     input,
+//!     output: msg.clone(),
+//!     tau: 1.0,
+//!     format: Format::Native,
+//!     encoding: EncodingArg::Auto,
+//!     cap: None,
+//!     sender: 0,
+//!     round: 0,
+//!     residual: None,
+//! })?;
+//! tools::decode(&DecodeArgs {
+//!     input: msg,
+//!     output: output.clone(),
+//!     format: Format::Native,
+//!     max_elements: tools::DEFAULT_MAX_ELEMENTS,
+//! })?;
+//! assert_eq!(tools::read_f32(&output)?, [0.0, -1.0, 0.0, 1.0]);
+//! std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 // The CLI is a std program: the workspace's no_std-oriented lints (prefer `core`/`alloc` paths)
 // only add noise here.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]

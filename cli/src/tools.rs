@@ -38,56 +38,69 @@ pub enum EncodingArg {
 /// Options of `gradcast encode`.
 #[derive(Debug, Args)]
 pub struct EncodeArgs {
-    /// Raw little-endian f32 input (the residual to encode).
+    /// Raw little-endian f32 input: the residual to encode (4 bytes per element).
     pub input: PathBuf,
     /// The message file to write.
     pub output: PathBuf,
-    /// Threshold: elements with |x| >= TAU are sent as +-TAU.
+    /// Threshold: every element with |x| >= TAU is sent as +TAU or -TAU and debited by it.
+    /// Must be finite and greater than 0.
     #[arg(long)]
     pub tau: f32,
     /// Message format.
     #[arg(long, value_enum, default_value_t = Format::Native)]
     pub format: Format,
-    /// Encoding.
+    /// Encoding. `auto` writes the smaller of sparse and bitmap.
     #[arg(long, value_enum, default_value_t = EncodingArg::Auto)]
     pub encoding: EncodingArg,
-    /// At most this many entries.
+    /// Send at most this many entries; the others stay in the residual (the message's
+    /// TRUNCATED flag says so). Which ones are sent rotates with --round.
     #[arg(long)]
     pub cap: Option<u32>,
-    /// Sender id written in the header (native format).
+    /// Sender id written in the header (native format only).
     #[arg(long, default_value_t = 0)]
     pub sender: u32,
-    /// Round number written in the header (native format).
+    /// Round number written in the header (native format only); it also decides where a
+    /// --cap starts selecting.
     #[arg(long, default_value_t = 0)]
     pub round: u64,
-    /// Also write what stays in the residual (raw little-endian f32) to this file.
+    /// Also write what stays in the residual after encoding (raw little-endian f32) to this
+    /// file.
     #[arg(long)]
     pub residual: Option<PathBuf>,
 }
 
 /// Options of `gradcast decode`.
 #[derive(Debug, Args)]
+#[command(after_help = "The output holds 4 bytes per element of the vector the messages \
+describe, whatever the message's own size: a valid 48-byte message may describe up to \
+2^31 - 1 elements (8 GiB). decode refuses, before allocating anything, a vector longer than \
+--max-elements (default 2^24 = 16,777,216 elements, a 64 MiB file); raise it to decode \
+larger vectors.")]
 pub struct DecodeArgs {
-    /// The message file (native: one message or a packet of several).
+    /// The message file: one message, or a packet of several laid end to end (native
+    /// format), added into one vector. It must hold at least one message: the vector's length
+    /// comes from the messages.
     pub input: PathBuf,
-    /// The raw little-endian f32 file to write.
+    /// The raw little-endian f32 file to write (4 bytes per element).
     pub output: PathBuf,
     /// Message format.
     #[arg(long, value_enum, default_value_t = Format::Native)]
     pub format: Format,
-    /// Refuse messages that describe a vector longer than this many f32 values (4 bytes
-    /// each), before allocating it: a 48-byte header may claim up to 2^31 - 1 elements.
+    /// Refuse messages that describe a vector longer than this many elements (the output
+    /// takes 4 bytes per element).
     #[arg(long, default_value_t = DEFAULT_MAX_ELEMENTS)]
     pub max_elements: u64,
 }
 
-/// The default of `decode --max-elements`: 2^28 f32 values, a 1 GiB vector.
-pub const DEFAULT_MAX_ELEMENTS: u64 = 1 << 28;
+/// The default of `decode --max-elements`: 2^24 f32 values, a 64 MiB output file. A header
+/// may claim up to 2^31 - 1 elements whatever the message's size, so the default is what a
+/// user decodes without thinking about it; larger vectors take an explicit limit.
+pub const DEFAULT_MAX_ELEMENTS: u64 = 1 << 24;
 
 /// Options of `gradcast inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The message file.
+    /// The message file: one message, or a packet of several (native format).
     pub input: PathBuf,
     /// Message format.
     #[arg(long, value_enum, default_value_t = Format::Native)]
@@ -177,8 +190,7 @@ pub fn encode(a: &EncodeArgs) -> Result<(), CliError> {
         write_file(r, &f32_bytes(&residual))?;
     }
     println!(
-        "{}: {} message, {} of {} elements at tau {} ({} candidates{}), {} bytes ({:.1}x smaller \
-         than {} bytes of f32)",
+        "{}: {} message, {} of {} elements at tau {} ({} candidates{}), {} bytes ({})",
         a.output.display(),
         s.encoding.name(),
         s.entries,
@@ -191,17 +203,33 @@ pub fn encode(a: &EncodeArgs) -> Result<(), CliError> {
             ""
         },
         bytes.len(),
-        (4 * n) as f64 / bytes.len() as f64,
-        4 * n
+        versus_f32(bytes.len(), n),
     );
     Ok(())
+}
+
+/// How a message of `bytes` compares with the `4 n` bytes of the raw f32 vector: "12.3x
+/// smaller than 400 bytes of f32", "1.2x larger than ...", or "as large as ...".
+pub fn versus_f32(bytes: usize, n: usize) -> String {
+    let raw = 4 * n;
+    if bytes < raw {
+        format!("{:.1}x smaller than {raw} bytes of f32", raw as f64 / bytes as f64)
+    } else if bytes > raw {
+        format!("{:.2}x larger than {raw} bytes of f32", bytes as f64 / raw as f64)
+    } else {
+        format!("as large as {raw} bytes of f32")
+    }
 }
 
 /// The native messages held in a file: the file's own bytes, or DL4J's converted.
 fn native_bytes(path: &Path, format: Format) -> Result<Vec<u8>, CliError> {
     let raw = read_file(path)?;
     if raw.is_empty() {
-        return Err(CliError::bad_file(path, "empty file: expected a message"));
+        return Err(CliError::bad_file(
+            path,
+            "empty file: expected at least one message (the vector's length comes from the \
+             messages)",
+        ));
     }
     match format {
         Format::Native => Ok(raw),
@@ -259,8 +287,8 @@ pub fn decode(a: &DecodeArgs) -> Result<(), CliError> {
             return Err(CliError::bad_file(
                 &a.input,
                 format!(
-                    "the message(s) describe a vector of {n} f32 values ({} bytes), more than \
-                     --max-elements {}; raise --max-elements to decode it",
+                    "the message(s) describe a vector of {n} f32 values ({} bytes to write), \
+                     more than --max-elements {}; raise --max-elements to decode it",
                     n.saturating_mul(4),
                     a.max_elements
                 ),
@@ -498,7 +526,10 @@ pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
             "  decoded          {} positive, {} negative, sum {:.6e}, max |x| {:e}",
             r.positive, r.negative, r.sum, r.max_abs
         );
-        println!("  vs raw f32       {:.1}x smaller", r.compression_ratio);
+        println!(
+            "  vs raw f32       {}",
+            versus_f32(r.bytes, r.n as usize)
+        );
     }
     Ok(())
 }
