@@ -22,6 +22,31 @@
 //! `thumbv7em-none-eabihf`. Feature `alloc` adds heap-backed conveniences, `std` adds
 //! parking, panic poisoning and the worker-thread helper. The error type implements
 //! `core::error::Error`.
+//!
+//! # Example
+//!
+//! One worker encodes its residual; every replica decodes the same bytes.
+//!
+//! ```
+//! use gradcast_core::codec::{self, EncodeParams};
+//! use gradcast_core::wire::{self, MessageView};
+//!
+//! // What the worker has not sent yet (its accumulated updates).
+//! let mut residual = [0.5f32, -2.0, 0.1, 1.0, 0.0, -0.25, 3.5, -1.0];
+//! let mut out = [0u8; wire::HEADER_LEN + 8];
+//! assert!(out.len() >= wire::max_message_len(residual.len()));
+//! let sent = codec::encode(&mut residual, &EncodeParams::new(1.0), &mut out)?;
+//! // Four elements reached tau = 1: each is sent as +1 or -1 and debited by exactly that.
+//! assert_eq!(sent.entries, 4);
+//! assert_eq!(residual, [0.5, -1.0, 0.1, 0.0, 0.0, -0.25, 2.5, 0.0]);
+//!
+//! // A receiver validates the bytes (header, checksum, every entry), then adds them.
+//! let msg = MessageView::parse(&out[..sent.bytes])?;
+//! let mut update = [0.0f32; 8];
+//! codec::decode_add(&msg, &mut update)?;
+//! assert_eq!(update, [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 1.0, -1.0]);
+//! # Ok::<(), gradcast_core::Error>(())
+//! ```
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

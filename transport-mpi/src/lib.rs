@@ -110,12 +110,15 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! Every rank runs this program (under `mpirun -np R`); run directly, it is an MPI job of one
+//! rank, which is how this example runs as a test.
+//!
+//! ```
 //! use gradcast_core::backend::Reference;
 //! use gradcast_core::barrier::Park;
 //! use gradcast_core::packet::{FixedEncoder, PartyEncoder};
-//! use gradcast_core::round::Accumulator;
-//! use gradcast_mpi::{MpiTransport, checksum, Collectives};
+//! use gradcast_core::round::{Accumulator, Ticket};
+//! use gradcast_mpi::{Collectives, MpiTransport, checksum};
 //! use mpi::environment::Threading;
 //!
 //! let (universe, _) = mpi::initialize_with_threading(Threading::Serialized).unwrap();
@@ -127,9 +130,25 @@
 //! let config = transport.round_config(n);
 //! let mut acc: Accumulator<Reference, FixedEncoder, MpiTransport, Park> =
 //!     Accumulator::new(Reference, config, encoders, transport)?;
-//! // ... run rounds: one thread per party, `store_update` then `apply_update` ...
-//! let params = vec![0.0f32; n];
-//! let sums = Collectives::new(&world)?.all_gather_u64(checksum(&params))?;
+//! // Each local party on its own thread: store its update, apply the round's.
+//! let mut replicas = vec![vec![0.0f32; n]; parties];
+//! std::thread::scope(|s| {
+//!     for (mut party, params) in acc.parties().zip(replicas.iter_mut()) {
+//!         s.spawn(move || {
+//!             let update: Vec<f32> = (0..n)
+//!                 .map(|i| ((i * 7 + party.index()) % 13) as f32 * 4e-4)
+//!                 .collect();
+//!             for round in 0..3 {
+//!                 party.store_update(Ticket::new(round, parties), &update).unwrap();
+//!                 party.apply_update(params).unwrap();
+//!             }
+//!         });
+//!     }
+//! });
+//! drop(acc); // before the universe, which finalizes MPI
+//! // Every replica on every rank holds the same parameters.
+//! assert_eq!(replicas[0], replicas[1]);
+//! let sums = Collectives::new(&world)?.all_gather_u64(checksum(&replicas[0]))?;
 //! assert!(sums.iter().all(|&s| s == sums[0]));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
