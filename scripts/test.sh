@@ -31,6 +31,17 @@ else
   exclude+=(--exclude gradcast-mpi)
 fi
 
+# The conformance suite skips a backend whose device is absent, unless
+# GRADCAST_REQUIRE_BACKENDS names it (CI requires opencl): say which case applies.
+echo "== backends the conformance suite requires: ${GRADCAST_REQUIRE_BACKENDS:-none} (GRADCAST_REQUIRE_BACKENDS)"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "CUDA: a GPU is present, the CUDA conformance tests run on device 0"
+elif [[ ",${GRADCAST_REQUIRE_BACKENDS:-}," == *,cuda,* ]]; then
+  echo "CUDA: required but no GPU found: the CUDA conformance tests will fail"
+else
+  echo "SKIP: CUDA conformance tests (no NVIDIA driver or GPU here): each prints SKIP and passes; GRADCAST_REQUIRE_BACKENDS=cuda would make them fail"
+fi
+
 if ! command -v qemu-system-arm >/dev/null 2>&1; then
   echo "SKIP: the firmware under QEMU (no qemu-system-arm: apt-get install qemu-system-arm)"
 fi
