@@ -5,7 +5,7 @@
 //! * For every target: writes the data the firmware embeds at build time into `OUT_DIR`:
 //!   `reference.bin`, a sequence of messages (every encoding, a cap, segments) for one vector
 //!   of N elements, made with the core's codec on the build machine; and `kat.bin`, the
-//!   known-answer vectors of `conformance/vectors/kat.txt` (written by an independent Python
+//!   known-answer vectors of `core/vectors/kat.txt` (written by an independent Python
 //!   implementation of the format) in the binary layout `src/kat.rs` reads.
 
 use std::path::{Path, PathBuf};
@@ -37,12 +37,9 @@ fn main() {
 
     write(&out.join("reference.bin"), &reference_messages());
 
-    // The vectors file lives in the conformance crate; the core's parser reads it.
-    let kat = Path::new("../conformance/vectors/kat.txt");
-    println!("cargo:rerun-if-changed={}", kat.display());
-    let text = fs::read_to_string(kat).expect("read conformance/vectors/kat.txt");
-    let vectors = gradcast_core::kat::parse(&text)
-        .unwrap_or_else(|e| panic!("conformance/vectors/kat.txt: {e}"));
+    // The vectors are part of the core crate (`core/vectors/kat.txt`, parsed by the core): a
+    // change to them rebuilds this build dependency, and so reruns this script.
+    let vectors = gradcast_core::kat::vectors();
     write(&out.join("kat.bin"), &kat_blob(&vectors));
 }
 

@@ -1,4 +1,4 @@
-//! The known-answer vectors of `conformance/vectors/kat.txt`, embedded at build time, and
+//! The known-answer vectors of `core/vectors/kat.txt`, embedded at build time, and
 //! their check: encode each vector's residual and decode its message with the core's codec,
 //! and compare with the answers of the format's independent Python implementation.
 //!
