@@ -55,7 +55,7 @@ pub struct Limits {
 
 /// The OpenCL backend: one device, one context, one in-order queue, one program.
 ///
-/// Buffers ([`ClBuffer`]) belong to the instance that allocated them; passing one to another
+/// Buffers ([`ClBuffer`](crate::ClBuffer)) belong to the instance that allocated them; passing one to another
 /// instance is an error reported by the driver, never undefined behaviour on the host.
 #[derive(Debug)]
 pub struct OpenCl {
@@ -104,7 +104,7 @@ impl OpenCl {
         })
     }
 
-    /// The device at `index` of [`list_devices`].
+    /// The device at `index` of [`list_devices`](crate::list_devices).
     ///
     /// # Errors
     /// As [`OpenCl::first_device`].

@@ -34,7 +34,7 @@ impl DeviceKind {
 /// One OpenCL device as [`list_devices`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceDesc {
-    /// Index in the flattened list over all platforms ([`OpenCl::with_index`]).
+    /// Index in the flattened list over all platforms ([`OpenCl::with_index`](crate::OpenCl::with_index)).
     pub index: usize,
     /// The platform's name.
     pub platform: String,

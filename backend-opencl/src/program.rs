@@ -6,7 +6,7 @@ use crate::OpenClError;
 use ocl::{Context, Device, Program};
 use std::ffi::CString;
 
-/// The kernel sources (OpenCL C 1.2), compiled at run time once per [`OpenCl`] (= per
+/// The kernel sources (OpenCL C 1.2), compiled at run time once per [`OpenCl`](crate::OpenCl) (= per
 /// context).
 pub const KERNELS_SRC: &str = include_str!("../kernels/gradcast.cl");
 

@@ -8,12 +8,13 @@
 //!
 //! * **Workers.** Every rank runs `--workers` local workers (threads), so the job has
 //!   `W = ranks x workers` replicas; rank `r`'s worker `j` is global worker (and gradcast
-//!   sender id) `r * workers + j` ([`gradcast_mpi`]'s scheme).
+//!   sender id) `r * workers + j` (`gradcast_mpi`'s scheme).
 //! * **Data.** Every rank draws the same global batches (same seed, same order); each round's
 //!   batch is split into `W` shards as in the in-process run, and each rank computes the
 //!   gradients of its own workers' shards only. So a 4-rank job with one worker per rank
 //!   trains the same model on the same data as `gradcast train --workers 4`.
-//! * **gradcast.** The core's round protocol ([`Accumulator`]) with [`MpiTransport`]: local
+//! * **gradcast.** The core's round protocol ([`gradcast_core::round::Accumulator`]) with
+//!   `gradcast_mpi::MpiTransport` (feature `mpi`): local
 //!   workers share their packets in process, ranks by an allgather of packets; every
 //!   replica on every rank applies every packet in global sender order, so all replicas stay
 //!   bit-identical.

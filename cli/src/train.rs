@@ -142,7 +142,7 @@ impl TrainConfig {
 /// The most parameters N a model may have: the wire format's element limit.
 pub const MAX_PARAMS: usize = gradcast_core::wire::MAX_ELEMENTS as usize;
 
-/// The most `N x workers`: the job holds about [`COPIES`] f32 copies of the parameters per
+/// The most `N x workers`: the job holds about ten f32 copies of the parameters per
 /// worker (replicas of both runs, residual, update, gradient, autodiff tensors), so `2^30`
 /// keeps it near 40 GiB.
 pub const MAX_PARAMS_TIMES_WORKERS: u64 = 1 << 30;

@@ -1,6 +1,6 @@
 //! The firmware: gradcast's encoder and decoder on a Cortex-M4F, under QEMU (`mps2-an386`).
 //!
-//! It encodes [`ROUNDS`] rounds of the scenario ([`gradcast_embedded::Run`]) from static
+//! It encodes [`ROUNDS`](gradcast_embedded::ROUNDS) rounds of the scenario ([`gradcast_embedded::Run`]) from static
 //! buffers, writes every packet to a host file over semihosting (when the command line says
 //! `messages=PATH`), decodes the build-time reference messages, checks the known-answer
 //! vectors, and prints a report on stdout:
