@@ -71,11 +71,13 @@ pub struct EncodeArgs {
 
 /// Options of `gradcast decode`.
 #[derive(Debug, Args)]
-#[command(after_help = "The output holds 4 bytes per element of the vector the messages \
+#[command(
+    after_help = "The output holds 4 bytes per element of the vector the messages \
 describe, whatever the message's own size: a valid 48-byte message may describe up to \
 2^31 - 1 elements (8 GiB). decode refuses, before allocating anything, a vector longer than \
 --max-elements (default 2^24 = 16,777,216 elements, a 64 MiB file); raise it to decode \
-larger vectors.")]
+larger vectors."
+)]
 pub struct DecodeArgs {
     /// The message file: one message, or a packet of several laid end to end (native
     /// format), added into one vector. It must hold at least one message: the vector's length
@@ -213,9 +215,15 @@ pub fn encode(a: &EncodeArgs) -> Result<(), CliError> {
 pub fn versus_f32(bytes: usize, n: usize) -> String {
     let raw = 4 * n;
     if bytes < raw {
-        format!("{:.1}x smaller than {raw} bytes of f32", raw as f64 / bytes as f64)
+        format!(
+            "{:.1}x smaller than {raw} bytes of f32",
+            raw as f64 / bytes as f64
+        )
     } else if bytes > raw {
-        format!("{:.2}x larger than {raw} bytes of f32", bytes as f64 / raw as f64)
+        format!(
+            "{:.2}x larger than {raw} bytes of f32",
+            bytes as f64 / raw as f64
+        )
     } else {
         format!("as large as {raw} bytes of f32")
     }
@@ -526,10 +534,7 @@ pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
             "  decoded          {} positive, {} negative, sum {:.6e}, max |x| {:e}",
             r.positive, r.negative, r.sum, r.max_abs
         );
-        println!(
-            "  vs raw f32       {}",
-            versus_f32(r.bytes, r.n as usize)
-        );
+        println!("  vs raw f32       {}", versus_f32(r.bytes, r.n as usize));
     }
     Ok(())
 }

@@ -51,7 +51,11 @@ fn encode_says_larger_for_a_dense_message_and_smaller_for_a_sparse_one() {
         text(&r)
     );
     let r = gradcast(&["inspect", o]);
-    assert!(text(&r).contains("4.00x larger than 16 bytes of f32"), "{}", text(&r));
+    assert!(
+        text(&r).contains("4.00x larger than 16 bytes of f32"),
+        "{}",
+        text(&r)
+    );
 
     // A long vector with few candidates: smaller.
     let long: Vec<u8> = (0..1000)
@@ -99,7 +103,10 @@ fn decode_refuses_a_small_message_claiming_2_pow_28_elements_by_default() {
     let help = gradcast(&["decode", "--help"]);
     assert!(help.status.success());
     let h = text(&help);
-    assert!(h.contains("4 bytes per element") && h.contains("64 MiB"), "{h}");
+    assert!(
+        h.contains("4 bytes per element") && h.contains("64 MiB"),
+        "{h}"
+    );
 }
 
 #[test]
@@ -129,7 +136,10 @@ fn help_texts_speak_to_users() {
         assert!(r.status.success(), "{cmd}: {}", text(&r));
         let h = text(&r);
         for internal in ["issue", "CPU issue", "TODO"] {
-            assert!(!h.contains(internal), "{cmd} --help mentions {internal:?}: {h}");
+            assert!(
+                !h.contains(internal),
+                "{cmd} --help mentions {internal:?}: {h}"
+            );
         }
     }
 }

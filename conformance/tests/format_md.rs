@@ -34,4 +34,3 @@ fn format_md_matches_vectors() {
         "only {checked} vectors documented in FORMAT.md"
     );
 }
-

@@ -23,7 +23,9 @@ fn import(d: &[u8], sender: u32, round: u64) -> Vec<u8> {
 
 #[test]
 fn round_trip_drops_the_truncated_flag_and_keeps_the_entries() {
-    let mut x: Vec<f32> = (0..40).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let mut x: Vec<f32> = (0..40)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
     let params = EncodeParams {
         sender: 2,
         round: 5,
