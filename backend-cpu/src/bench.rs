@@ -350,8 +350,8 @@ fn ratio(reference: f64, t: f64) -> f64 {
     if t > 0.0 { reference / t } else { 0.0 }
 }
 
-/// The configurations the issue asks for: the portable path, and the fast path on one
-/// thread and on every thread of the machine.
+/// The configurations `gradcast bench` and the encode benchmark measure: the portable path,
+/// and the fast path on one thread and on every thread of the machine.
 pub fn standard_configs() -> Vec<(String, CpuConfig)> {
     let fast = CpuConfig::fast();
     vec![

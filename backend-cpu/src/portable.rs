@@ -1,8 +1,8 @@
 //! The portable path: plain loops over the whole segment, `no_std`, one thread.
 //!
 //! Encode is the reference's two passes (validate and count, then write and commit) written
-//! with the chunk kernels and the [`Scalar`] lanes instead of `bitvec`; it is also the
-//! fallback the fast path's design is checked against.
+//! with the chunk kernels and the [`Scalar`] lanes; it is also the fallback the fast path's
+//! design is checked against.
 
 use crate::kernels::{self, BitmapSink, Scalar, SparseSink};
 use crate::{Quotas, cap_split, seal};

@@ -104,26 +104,22 @@
 //! * Tests: `cargo test -p gradcast-core`. The round protocol's own targets are
 //!   `round_basic` (the contract, small enough for Miri), `round_stress` (P = 8 threads,
 //!   random delays, random contributors or members; the main test's round count is
-//!   `GRADCAST_STRESS_ROUNDS`, default 10 000, about 3 s in the test profile on 2 cores),
-//!   `round_faults` (an error and a panic mid-round reach every other worker within 1 s;
-//!   watchdogs abort a hung test after 10 s), `round_straggler` (a party late by 300 ms
-//!   breaks nothing under the default timeout) and `round_timeouts` (a party late past a
-//!   200 ms timeout, at each wait, poisons the round for all with a record naming it; a
-//!   node's failure reaches the other nodes of a loopback; a stopped node is named by the
-//!   others' exchange timeout).
+//!   `GRADCAST_STRESS_ROUNDS`, default 10 000), `round_faults` (an error and a panic
+//!   mid-round reach every other worker within 1 s; watchdogs abort a hung test after 10 s),
+//!   `round_straggler` (a party late by 300 ms breaks nothing under the default timeout) and
+//!   `round_timeouts` (a party late past a 200 ms timeout, at each wait, poisons the round
+//!   for all with a record naming it; a node's failure reaches the other nodes of a
+//!   loopback; a stopped node is named by the others' exchange timeout).
 //! * Loom models of the queue, the barrier (a bounded wait included) and two small
-//!   round-protocol scenarios (about 25 s with 2 preemptions on 2 cores, plus the build; a
-//!   target directory of its own, since `--cfg loom` rebuilds everything):
-//!   `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test
-//!   -p gradcast-core --release --test loom`.
+//!   round-protocol scenarios, with a preemption bound of 2 unless `LOOM_MAX_PREEMPTIONS`
+//!   says otherwise (a target directory of its own, since `--cfg loom` rebuilds
+//!   everything): `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p
+//!   gradcast-core --release --test loom`.
 //! * Miri (`rustup +nightly component add miri rust-src`), over the unit tests of the queue
 //!   and the barrier: `MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p
-//!   gradcast-core --lib -- queue barrier` (about 20 s once Miri's sysroot is built), and
-//!   over the threaded round-protocol tests: `MIRIFLAGS="-Zmiri-strict-provenance
-//!   -Zmiri-tree-borrows" cargo +nightly miri test -p gradcast-core --test round_basic`
-//!   (about 75 s). The second needs Tree Borrows: under Stacked Borrows Miri flags
-//!   `bitvec`'s `BitSlice::set` (a zero-sized retag), which the codec's bitmap encoder
-//!   calls, before the round protocol is reached.
+//!   gradcast-core --lib -- queue barrier`, and over the threaded round-protocol tests (as
+//!   CI runs them): `MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-tree-borrows
+//!   -Zmiri-disable-isolation" cargo +nightly miri test -p gradcast-core --test round_basic`.
 //! * The benchmark (not a test): `cargo run -p gradcast-core --release --example
 //!   round_bench`; its numbers are in `docs/BENCHMARKS.md`.
 //! * `no_std`: `cargo build -p gradcast-core --no-default-features --target
