@@ -209,7 +209,8 @@ where
     config.step = case.step;
     config.first_sender = case.first_sender;
     config.first_round = case.first_round;
-    config.clock = None;
+    // The default clock and timeout: a hung round fails the case instead of hanging the
+    // test (nothing compared below depends on time).
     let encoders = (0..PARTIES).map(|_| case.spec.build());
     let mut acc: Accumulator<B, SpecEncoder, Recorder, Park> =
         Accumulator::new(backend, config, encoders, Recorder::default())
