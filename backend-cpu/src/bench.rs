@@ -232,7 +232,11 @@ pub fn time_encode<B: Backend>(
         samples.push(t);
         last = Some(s);
     }
-    let s = last.ok_or_else(|| B::Error::from(gradcast_core::Error::EmptyVector))?;
+    let s = last.ok_or_else(|| {
+        B::Error::from(gradcast_core::Error::Wire(
+            gradcast_core::WireError::EmptyVector,
+        ))
+    })?;
     out.truncate(s.bytes);
     Ok((Timing { samples }, s, out))
 }
@@ -241,7 +245,7 @@ pub fn time_encode<B: Backend>(
 /// runs: every run does the same work).
 ///
 /// # Errors
-/// The backend's errors ([`gradcast_core::Error::TargetSizeMismatch`] when `n` does not fit).
+/// The backend's errors ([`gradcast_core::CodecError::TargetSizeMismatch`] when `n` does not fit).
 pub fn time_decode<B: Backend>(
     b: &B,
     msg: &MessageView<'_>,
@@ -419,7 +423,8 @@ pub fn cpu_report(
                 identical &= first == bytes;
             }
             let t = Instant::now();
-            let msg = black_box(MessageView::parse(black_box(bytes)))?;
+            let msg = black_box(MessageView::parse(black_box(bytes)))
+                .map_err(gradcast_core::Error::from)?;
             if k == 0 {
                 parse.samples.push(t.elapsed().as_secs_f64());
                 let t = Instant::now();

@@ -27,6 +27,7 @@ use crate::kernels::{self, BLOCK, BitmapSink, ChunkScan, Recs, Scalar, Sink, Spa
 use crate::{Cpu, Quotas, Simd, cap_split, seal};
 use alloc::vec::Vec;
 use core::ops::Range;
+use gradcast_core::CodecError;
 use gradcast_core::Error;
 use gradcast_core::codec::{
     EncodeParams, EncodeSummary, EncodingMode, Plan, check_tau, segment_range,
@@ -176,7 +177,7 @@ pub(crate) fn count(cpu: &Cpu, x: &[f32], range: Range<usize>, tau: f32) -> Resu
     });
     let mut total = 0u64;
     for r in results {
-        let (lo, hi) = r.map_err(|(j, bits)| Error::NonFinite {
+        let (lo, hi) = r.map_err(|(j, bits)| CodecError::NonFinite {
             index: start + j,
             bits,
         })?;
@@ -247,7 +248,7 @@ pub(crate) fn encode(
                 hi_total += s.hi;
             }
             Err((j, bits)) => {
-                failure = Some(Error::NonFinite {
+                failure = Some(CodecError::NonFinite {
                     index: offset + c * clen + j,
                     bits: *bits,
                 });
@@ -256,7 +257,7 @@ pub(crate) fn encode(
         }
     }
     let plan = match failure {
-        Some(e) => Err(e),
+        Some(e) => Err(Error::Codec(e)),
         None => Plan::new(params, n, lo_total + hi_total, out.len(), |start| {
             debug_assert_eq!(start, split);
             hi_total
@@ -386,7 +387,7 @@ fn encode_dense(
     });
     let mut candidates = 0;
     for r in counts {
-        let (lo, hi) = r.map_err(|(j, bits)| Error::NonFinite {
+        let (lo, hi) = r.map_err(|(j, bits)| CodecError::NonFinite {
             index: offset + j,
             bits,
         })?;

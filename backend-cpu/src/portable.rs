@@ -7,6 +7,7 @@
 use crate::kernels::{self, BitmapSink, Scalar, SparseSink};
 use crate::{Quotas, cap_split, seal};
 use core::ops::Range;
+use gradcast_core::CodecError;
 use gradcast_core::Error;
 use gradcast_core::codec::{EncodeParams, EncodeSummary, Plan, check_tau, segment_range};
 use gradcast_core::wire::{Encoding, HEADER_LEN, MessageView};
@@ -19,7 +20,7 @@ pub(crate) fn count(x: &[f32], range: Range<usize>, tau: f32) -> Result<u64, Err
     // SAFETY: `Scalar` uses no special instructions.
     let (lo, hi) =
         unsafe { kernels::count_chunk::<Scalar>(&x[range], 0, tau) }.map_err(|(j, bits)| {
-            Error::NonFinite {
+            CodecError::NonFinite {
                 index: start + j,
                 bits,
             }
@@ -45,7 +46,7 @@ pub(crate) fn encode(
     // SAFETY: `Scalar` uses no special instructions.
     let (lo, hi) =
         unsafe { kernels::count_chunk::<Scalar>(seg, split, tau) }.map_err(|(j, bits)| {
-            Error::NonFinite {
+            CodecError::NonFinite {
                 index: offset + j,
                 bits,
             }

@@ -7,6 +7,7 @@ use cudarc::driver::{
     PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
+use gradcast_core::CodecError;
 use gradcast_core::backend::{ClipStats, VectorStats, check_range, check_same_len, slices};
 use gradcast_core::codec::{self, EncodeParams, EncodeSummary, Plan};
 use gradcast_core::wire::{Encoding, HEADER_LEN, MessageView};
@@ -261,7 +262,7 @@ impl Cuda {
     /// encode benchmark.
     ///
     /// # Errors
-    /// [`Error::TargetSizeMismatch`] when lengths differ; device errors.
+    /// [`CodecError::TargetSizeMismatch`] when lengths differ; device errors.
     pub fn copy(&self, src: &CudaBuffer, dst: &mut CudaBuffer) -> Result<(), CudaError> {
         check_same_len(dst.len, src.len)?;
         if src.len == 0 {
@@ -412,10 +413,10 @@ impl Cuda {
         if slots[SLOT_FIRST_BAD] != NO_INDEX {
             let index = range.start + slots[SLOT_FIRST_BAD] as usize;
             let v = self.read_element(buf, index)?;
-            return Err(Error::NonFinite {
+            return Err(Error::Codec(CodecError::NonFinite {
                 index,
                 bits: v.to_bits(),
-            }
+            })
             .into());
         }
         Ok(slots[SLOT_TOTAL])

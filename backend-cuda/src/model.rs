@@ -167,10 +167,12 @@ fn model_encode(
     let n = seg.len();
     let (counts, bad) = count_tiles(seg, tau);
     if let Some(i) = bad {
-        return Err(gradcast_core::Error::NonFinite {
-            index: range.start + i,
-            bits: seg[i].to_bits(),
-        });
+        return Err(gradcast_core::Error::Codec(
+            gradcast_core::CodecError::NonFinite {
+                index: range.start + i,
+                bits: seg[i].to_bits(),
+            },
+        ));
     }
     let (offsets, total) = scan(&counts);
     let candidates = total as usize;

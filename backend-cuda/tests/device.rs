@@ -2,6 +2,7 @@
 //! prints `SKIP: no CUDA driver` and passes; `Cuda::new` must still return an error rather
 //! than panic. The generic proptest suite is `gradcast-conformance --features cuda`.
 
+use gradcast_core::CodecError;
 use gradcast_core::backend::Reference;
 use gradcast_core::codec::{EncodeParams, EncodingMode, SegmentRef};
 use gradcast_core::wire::{self, MessageView};
@@ -184,14 +185,16 @@ fn encode_errors_match_and_leave_the_residual() {
     check_encode(&cuda, &v, &EncodeParams::new(0.5), 1 << 20);
     let buf = upload(&cuda, &v);
     match cuda.count(&buf, 0..n, 0.5) {
-        Err(CudaError::Core(Error::NonFinite { index, bits })) => {
+        Err(CudaError::Core(Error::Codec(CodecError::NonFinite { index, bits }))) => {
             assert_eq!(index, 12_345);
             assert_eq!(bits, f32::NAN.to_bits());
         }
         other => panic!("{other:?}"),
     }
     match cuda.count(&buf, 13_000..n, 0.5) {
-        Err(CudaError::Core(Error::NonFinite { index, .. })) => assert_eq!(index, 17_001),
+        Err(CudaError::Core(Error::Codec(CodecError::NonFinite { index, .. }))) => {
+            assert_eq!(index, 17_001)
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -289,7 +292,7 @@ fn vector_ops_match_the_reference() {
     let e = cuda.clip(&mut ga, 5..n + 1, 1.0).unwrap_err();
     assert!(matches!(
         e,
-        CudaError::Core(Error::SegmentOutOfRange { .. })
+        CudaError::Core(Error::Codec(CodecError::SegmentOutOfRange { .. }))
     ));
     // Empty buffers work everywhere.
     let mut empty = cuda.alloc(0).unwrap();

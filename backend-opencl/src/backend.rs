@@ -11,7 +11,7 @@ use gradcast_core::codec::{
     self, EncodeParams, EncodeSummary, EncodingMode, Plan, cap_start, check_tau, passes,
 };
 use gradcast_core::wire::{self, Encoding, HEADER_LEN, MessageView};
-use gradcast_core::{Backend, Error};
+use gradcast_core::{Backend, CodecError, Error};
 use ocl::Buffer;
 
 impl Backend for OpenCl {
@@ -426,14 +426,14 @@ impl OpenCl {
         Ok((c, first_bad))
     }
 
-    /// The [`Error::NonFinite`] for element `index` of `x`.
+    /// The [`CodecError::NonFinite`] for element `index` of `x`.
     fn non_finite(&self, x: &Buffer<f32>, index: usize) -> OpenClError {
         let mut v = [0f32];
         match self.read_f32(x, index, &mut v) {
-            Ok(()) => OpenClError::Core(Error::NonFinite {
+            Ok(()) => OpenClError::Core(Error::Codec(CodecError::NonFinite {
                 index,
                 bits: v[0].to_bits(),
-            }),
+            })),
             Err(e) => e,
         }
     }

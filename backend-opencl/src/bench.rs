@@ -166,7 +166,8 @@ pub fn ocl_row(ocl: &OpenCl, n: usize, density: f64, reps: usize) -> Result<OclR
         let (t, cs) =
             encode_once(&cpu, &host, &mut cpu_buf, &params, &mut cpu_out).map_err(cpu_err)?;
         ce.samples.push(t);
-        let msg = MessageView::parse(&cpu_out[..cs.bytes]).map_err(BenchError::Core)?;
+        let msg =
+            MessageView::parse(&cpu_out[..cs.bytes]).map_err(|e| BenchError::Core(e.into()))?;
         cd.samples
             .push(decode_once(&cpu, &msg, &mut cpu_target).map_err(cpu_err)?);
 
@@ -174,12 +175,15 @@ pub fn ocl_row(ocl: &OpenCl, n: usize, density: f64, reps: usize) -> Result<OclR
             encode_once(ocl, &host, &mut ocl_buf, &params, &mut ocl_out).map_err(ocl_err)?;
         oe.samples.push(t);
         identical &= cs == os && cpu_out[..cs.bytes] == ocl_out[..os.bytes];
-        let msg = MessageView::parse(&ocl_out[..os.bytes]).map_err(BenchError::Core)?;
+        let msg =
+            MessageView::parse(&ocl_out[..os.bytes]).map_err(|e| BenchError::Core(e.into()))?;
         od.samples
             .push(decode_once(ocl, &msg, &mut ocl_target).map_err(ocl_err)?);
         last = Some(os);
     }
-    let s = last.ok_or(BenchError::Core(gradcast_core::Error::EmptyVector))?;
+    let s = last.ok_or(BenchError::Core(
+        gradcast_core::WireError::EmptyVector.into(),
+    ))?;
     Ok(OclRow {
         n,
         density,

@@ -4,6 +4,7 @@
 // A std test binary: core paths buy nothing here.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
+use gradcast_core::WireError;
 use gradcast_core::backend::Reference;
 use gradcast_core::codec::{EncodeParams, EncodingMode, SegmentRef};
 use gradcast_core::wire::{MessageView, dense_message_len, message_len};
@@ -451,7 +452,7 @@ fn count_and_size_errors_match_reference_on(b: &OpenCl) {
         b.encode(&mut e, &EncodeParams::new(1.0), &mut out)
             .err()
             .and_then(|e| e.core().copied()),
-        Some(Error::EmptyVector)
+        Some(Error::Wire(WireError::EmptyVector))
     );
 }
 

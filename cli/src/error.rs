@@ -59,11 +59,11 @@ impl CliError {
         }
     }
 
-    /// Wraps a core error with what was being done.
-    pub fn core(context: impl Into<String>, source: gradcast_core::Error) -> Self {
+    /// Wraps a core error (of any concern) with what was being done.
+    pub fn core(context: impl Into<String>, source: impl Into<gradcast_core::Error>) -> Self {
         CliError::Core {
             context: context.into(),
-            source,
+            source: source.into(),
         }
     }
 

@@ -205,15 +205,16 @@ fn check_updates(updates: &[Vec<f32>], workers: usize, n: usize) -> Result<(), C
 /// [`CliError::Usage`] when the core rejects the policy's parameters.
 pub fn encoder_for(spec: ThresholdSpec, n: usize) -> Result<Encoder, CliError> {
     let usage = |e: gradcast_core::Error| CliError::Usage(format!("--threshold {spec}: {e}"));
+    let bad_policy = |e: gradcast_core::ConfigError| usage(e.into());
     let policy: Policy = match spec {
-        ThresholdSpec::Fixed(tau) => Fixed::new(tau).map_err(usage)?.into(),
+        ThresholdSpec::Fixed(tau) => Fixed::new(tau).map_err(bad_policy)?.into(),
         ThresholdSpec::Adaptive => Adaptive::default().into(),
         ThresholdSpec::Target(s) => {
             TargetSparsity::new(TargetSparsity::DEFAULT_TAU0, s, DEFAULT_DECAY)
-                .map_err(usage)?
+                .map_err(bad_policy)?
                 .into()
         }
-        ThresholdSpec::Budget(b) => ByteBudget::new(b).map_err(usage)?.into(),
+        ThresholdSpec::Budget(b) => ByteBudget::new(b).map_err(bad_policy)?.into(),
     };
     Encoder::new(n, policy, EncoderConfig::default()).map_err(usage)
 }

@@ -143,7 +143,8 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn in_file(path: &Path, e: Error) -> CliError {
+fn in_file(path: &Path, e: impl Into<Error>) -> CliError {
+    let e: Error = e.into();
     CliError::bad_file(path, e.to_string())
 }
 

@@ -4,6 +4,7 @@
 // A host-only helper program.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
+use gradcast_core::CodecError;
 use gradcast_core::backend::{Backend, Reference};
 use gradcast_core::encoder::{Adaptive, Encoder, EncoderConfig, Fixed, Policy, Segment};
 use gradcast_core::{Classify, Error};
@@ -23,7 +24,7 @@ fn run<const S: usize>(mut enc: Encoder<Policy, S>, path: &std::path::Path) -> R
     let mut scratch = vec![0.0f32; N];
     let mut ck = vec![0u8; enc.checkpoint_len()];
     let len = enc.save(&b, &residual, &mut scratch, &mut ck)?;
-    std::fs::write(path, &ck[..len]).map_err(|_| Error::BufferTooSmall {
+    std::fs::write(path, &ck[..len]).map_err(|_| CodecError::BufferTooSmall {
         needed: len,
         got: 0,
     })?;

@@ -18,6 +18,7 @@
 //!   themselves.
 
 use crate::codec::{EncodeParams, EncodeSummary};
+use crate::error::CodecError;
 use crate::error::{Classify, Error};
 use crate::wire::MessageView;
 use core::ops::Range;
@@ -84,7 +85,7 @@ pub trait Backend {
     /// Copies host data into a buffer of the same length.
     ///
     /// # Errors
-    /// [`Error::BufferTooSmall`] (as [`crate::ErrorKind::SizeMismatch`] or
+    /// [`CodecError::BufferTooSmall`] (as [`crate::ErrorKind::SizeMismatch`] or
     /// `BufferTooSmall`) when lengths differ; device errors.
     fn upload(&self, src: &[f32], dst: &mut Self::Buffer) -> Result<(), Self::Error>;
 
@@ -103,7 +104,7 @@ pub trait Backend {
     /// Counts elements of `range` with `|x| >= tau`, as [`crate::codec::count`].
     ///
     /// # Errors
-    /// [`Error::BadTau`], [`Error::NonFinite`] (first index), [`Error::SegmentOutOfRange`].
+    /// [`WireError::BadTau`](crate::WireError::BadTau), [`CodecError::NonFinite`] (first index), [`CodecError::SegmentOutOfRange`].
     fn count(&self, x: &Self::Buffer, range: Range<usize>, tau: f32) -> Result<u64, Self::Error>;
 
     /// Encodes and commits, exactly as [`crate::codec::encode`] on the downloaded vector.
@@ -120,7 +121,7 @@ pub trait Backend {
     /// Adds a validated message into `target`, exactly as [`crate::codec::decode_add`].
     ///
     /// # Errors
-    /// [`Error::TargetSizeMismatch`]; device errors.
+    /// [`CodecError::TargetSizeMismatch`]; device errors.
     fn decode_add(
         &self,
         msg: &MessageView<'_>,
@@ -130,7 +131,7 @@ pub trait Backend {
     /// `dst[i] += src[i]` (residual += update).
     ///
     /// # Errors
-    /// [`Error::TargetSizeMismatch`] when lengths differ; device errors.
+    /// [`CodecError::TargetSizeMismatch`] when lengths differ; device errors.
     fn add_assign(&self, dst: &mut Self::Buffer, src: &Self::Buffer) -> Result<(), Self::Error>;
 
     /// `params[i] -= scale * update[i]`, rounded as two separate f32 operations (product,
@@ -181,7 +182,7 @@ pub trait Backend {
     /// Clips `range` to `[-limit, limit]` and reports what was removed.
     ///
     /// # Errors
-    /// [`Error::SegmentOutOfRange`]; device errors.
+    /// [`CodecError::SegmentOutOfRange`]; device errors.
     fn clip(
         &self,
         buf: &mut Self::Buffer,
@@ -192,7 +193,7 @@ pub trait Backend {
     /// Sum of squares (f64, sequential order) and largest absolute value of `range`.
     ///
     /// # Errors
-    /// [`Error::SegmentOutOfRange`]; device errors.
+    /// [`CodecError::SegmentOutOfRange`]; device errors.
     fn stats(&self, buf: &Self::Buffer, range: Range<usize>) -> Result<VectorStats, Self::Error>;
 
     /// Waits for queued device work and reports asynchronous errors.
@@ -207,32 +208,34 @@ pub trait Backend {
 /// Checks that `range` lies in a vector of `len` elements.
 ///
 /// # Errors
-/// [`Error::SegmentOutOfRange`].
+/// [`CodecError::SegmentOutOfRange`].
 pub fn check_range(range: &Range<usize>, len: usize) -> Result<(), Error> {
     if range.start <= range.end && range.end <= len {
         Ok(())
     } else {
-        Err(Error::SegmentOutOfRange {
+        Err(CodecError::SegmentOutOfRange {
             offset: range.start,
             len: range.end.saturating_sub(range.start),
             vector_len: len,
-        })
+        }
+        .into())
     }
 }
 
 /// Checks that two vectors have the same length.
 ///
 /// # Errors
-/// [`Error::TargetSizeMismatch`].
+/// [`CodecError::TargetSizeMismatch`].
 pub fn check_same_len(a: usize, b: usize) -> Result<(), Error> {
     if a == b {
         Ok(())
     } else {
-        Err(Error::TargetSizeMismatch {
+        Err(CodecError::TargetSizeMismatch {
             message_n: b.min(u32::MAX as usize) as u32,
             offset: 0,
             target_len: a,
-        })
+        }
+        .into())
     }
 }
 
@@ -329,10 +332,12 @@ impl Backend for Reference {
         crate::codec::count(&x[range], tau)
             .map(|c| c as u64)
             .map_err(|e| match e {
-                Error::NonFinite { index, bits } => Error::NonFinite {
-                    index: index + start,
-                    bits,
-                },
+                Error::Codec(CodecError::NonFinite { index, bits }) => {
+                    Error::Codec(CodecError::NonFinite {
+                        index: index + start,
+                        bits,
+                    })
+                }
                 other => other,
             })
     }

@@ -30,7 +30,7 @@
 //!
 //! A participant that fails calls [`Barrier::poison`] with a [`Poison`] naming who failed,
 //! in which round and how; the first poison wins. Every waiter returns
-//! [`Error::Poisoned`] with that record at its next check: spinning waiters at once,
+//! [`ProtocolError::Poisoned`] with that record at its next check: spinning waiters at once,
 //! parked waiters because poisoning wakes them. There is no polling interval and no sleep
 //! (DL4J sleep-polls a shared `throwable` every millisecond: weakness W7 in docs/DL4J.md). Every later call
 //! fails the same way until [`Barrier::reset`]. With `std`, the round protocol poisons on
@@ -82,6 +82,7 @@
 //! assert_eq!(barrier.generation(), 10);
 //! ```
 
+use crate::error::{ConfigError, ProtocolError};
 use crate::error::{Error, ErrorKind};
 use crate::primitive::{
     AtomicU8, AtomicUsize, CachePadded, Ordering, UnsafeCell, spin_loop, yield_now,
@@ -347,11 +348,12 @@ pub struct Poison {
 impl Poison {
     /// The error every other participant returns.
     pub fn to_error(self) -> Error {
-        Error::Poisoned {
+        ProtocolError::Poisoned {
             party: self.party,
             round: self.round,
             cause: self.cause,
         }
+        .into()
     }
 }
 
@@ -573,9 +575,9 @@ impl<R: Relax> Barrier<R> {
     /// deadline.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] when the barrier is or becomes poisoned before the generation
-    /// completes; [`Error::PartiesOutOfRange`] when `parties` is 0 or above
-    /// [`MAX_PARTIES`]; [`Error::BarrierOverrun`] (and the barrier is poisoned) when more
+    /// [`ProtocolError::Poisoned`] when the barrier is or becomes poisoned before the generation
+    /// completes; [`ConfigError::PartiesOutOfRange`] when `parties` is 0 or above
+    /// [`MAX_PARTIES`]; [`ProtocolError::BarrierOverrun`] (and the barrier is poisoned) when more
     /// than `parties` arrive.
     pub fn wait(&self, parties: usize) -> Result<WaitResult, Error> {
         self.wait_with(parties, || Ok(()))
@@ -584,7 +586,7 @@ impl<R: Relax> Barrier<R> {
     /// As [`Barrier::wait`], and the leader runs `lead` before releasing the others, while
     /// every other participant waits: `lead` has the shared state to itself and its writes
     /// are visible to all after the barrier. When `lead` fails, the barrier is poisoned with
-    /// its record and every participant, the leader included, returns [`Error::Poisoned`].
+    /// its record and every participant, the leader included, returns [`ProtocolError::Poisoned`].
     ///
     /// # Errors
     /// As [`Barrier::wait`], plus the poison `lead` returns.
@@ -602,7 +604,7 @@ impl<R: Relax> Barrier<R> {
     /// (`party: None`, round 0, [`WaitStage::Barrier`]).
     ///
     /// # Errors
-    /// As [`Barrier::wait`]; the timed-out record as [`Error::Poisoned`].
+    /// As [`Barrier::wait`]; the timed-out record as [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned).
     pub fn wait_timeout(&self, parties: usize, timeout: Timeout) -> Result<WaitResult, Error> {
         self.wait_bounded(
             parties,
@@ -635,7 +637,7 @@ impl<R: Relax> Barrier<R> {
     /// for the lead action without a deadline (the lead action is bounded by its own means).
     ///
     /// # Errors
-    /// As [`Barrier::wait_with`]; the timed-out record as [`Error::Poisoned`].
+    /// As [`Barrier::wait_with`]; the timed-out record as [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned).
     pub fn wait_bounded(
         &self,
         parties: usize,
@@ -654,10 +656,11 @@ impl<R: Relax> Barrier<R> {
         timed_out: impl FnOnce(usize) -> Poison,
     ) -> Result<WaitResult, Error> {
         if parties == 0 || parties > MAX_PARTIES {
-            return Err(Error::PartiesOutOfRange {
+            return Err(ConfigError::PartiesOutOfRange {
                 parties,
                 max: MAX_PARTIES,
-            });
+            }
+            .into());
         }
         if let Some(p) = self.poisoned() {
             return Err(p.to_error());
@@ -673,7 +676,7 @@ impl<R: Relax> Barrier<R> {
                 cause: PoisonCause::Failed(ErrorKind::Protocol),
             };
             self.poison(poison);
-            return Err(Error::BarrierOverrun { arrived, parties });
+            return Err(ProtocolError::BarrierOverrun { arrived, parties }.into());
         }
         if arrived == parties {
             // A generation some participant gave up on (or that a failure poisoned while
@@ -742,7 +745,7 @@ impl<R: Relax> Barrier<R> {
     /// [`Barrier::wait_until_bounded`].
     ///
     /// # Errors
-    /// [`Error::Poisoned`].
+    /// [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned).
     pub fn wait_until(&self, ready: impl FnMut() -> bool) -> Result<(), Error> {
         self.wait_until_bounded(ready, None, unreachable_poison)
     }
@@ -752,7 +755,7 @@ impl<R: Relax> Barrier<R> {
     /// barrier is poisoned with `timed_out()` and that poison is returned.
     ///
     /// # Errors
-    /// [`Error::Poisoned`], the timed-out record included.
+    /// [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned), the timed-out record included.
     pub fn wait_until_bounded(
         &self,
         mut ready: impl FnMut() -> bool,
@@ -873,10 +876,10 @@ mod tests {
         let b: Barrier = Barrier::new();
         assert_eq!(
             b.wait(0),
-            Err(Error::PartiesOutOfRange {
+            Err(Error::Config(ConfigError::PartiesOutOfRange {
                 parties: 0,
                 max: MAX_PARTIES
-            })
+            }))
         );
     }
 
@@ -986,7 +989,7 @@ mod tests {
         let b: Barrier<Spin> = Barrier::new();
         let t = Timeout::new(Duration::from_micros(50), ticking_clock!());
         let e = b.wait_timeout(2, t).unwrap_err();
-        let Error::Poisoned {
+        let Error::Protocol(ProtocolError::Poisoned {
             party: None,
             round: 0,
             cause:
@@ -995,7 +998,7 @@ mod tests {
                     missing,
                     after,
                 },
-        } = e
+        }) = e
         else {
             panic!("{e:?}");
         };

@@ -38,6 +38,7 @@
 //! ```
 
 use crate::error::Error;
+use crate::error::{CodecError, WireError};
 use crate::wire::{
     self, Encoding, FLAG_SEGMENT, FLAG_TRUNCATED, HEADER_LEN, Header, MAX_ELEMENTS, MessageView,
 };
@@ -138,9 +139,9 @@ pub fn cap_start(round: u64, n: usize) -> usize {
 /// Checks that `tau` is finite and strictly positive.
 ///
 /// # Errors
-/// [`Error::BadTau`].
+/// [`WireError::BadTau`].
 pub fn check_tau(tau: f32) -> Result<(), Error> {
-    wire::check_tau_bits(tau.to_bits())
+    Ok(wire::check_tau_bits(tau.to_bits())?)
 }
 
 /// Whether `x` reaches the threshold: `|x| >= tau`.
@@ -152,17 +153,18 @@ pub fn passes(x: f32, tau: f32) -> bool {
 /// Counts the elements with `|x| >= tau`.
 ///
 /// # Errors
-/// [`Error::BadTau`] for a bad threshold; [`Error::NonFinite`] with the first NaN or
+/// [`WireError::BadTau`] for a bad threshold; [`CodecError::NonFinite`] with the first NaN or
 /// infinity.
 pub fn count(x: &[f32], tau: f32) -> Result<usize, Error> {
     check_tau(tau)?;
     let mut c = 0usize;
     for (index, &v) in x.iter().enumerate() {
         if !v.is_finite() {
-            return Err(Error::NonFinite {
+            return Err(CodecError::NonFinite {
                 index,
                 bits: v.to_bits(),
-            });
+            }
+            .into());
         }
         if passes(v, tau) {
             c += 1;
@@ -174,7 +176,7 @@ pub fn count(x: &[f32], tau: f32) -> Result<usize, Error> {
 /// The range of `vector_len` that these parameters cover.
 ///
 /// # Errors
-/// [`Error::SegmentOutOfRange`], [`Error::EmptyVector`], [`Error::TooManyElements`].
+/// [`CodecError::SegmentOutOfRange`], [`WireError::EmptyVector`], [`WireError::TooManyElements`].
 pub fn segment_range(params: &EncodeParams, vector_len: usize) -> Result<Range<usize>, Error> {
     let range = match params.segment {
         None => 0..vector_len,
@@ -183,23 +185,25 @@ pub fn segment_range(params: &EncodeParams, vector_len: usize) -> Result<Range<u
             match end {
                 Some(end) if end <= vector_len => s.offset..end,
                 _ => {
-                    return Err(Error::SegmentOutOfRange {
+                    return Err(CodecError::SegmentOutOfRange {
                         offset: s.offset,
                         len: s.len,
                         vector_len,
-                    });
+                    }
+                    .into());
                 }
             }
         }
     };
     if range.is_empty() {
-        return Err(Error::EmptyVector);
+        return Err(WireError::EmptyVector.into());
     }
     if range.end > MAX_ELEMENTS as usize {
-        return Err(Error::TooManyElements {
+        return Err(WireError::TooManyElements {
             n: range.end as u64,
             max: MAX_ELEMENTS,
-        });
+        }
+        .into());
     }
     Ok(range)
 }
@@ -232,7 +236,7 @@ impl Plan {
     /// (called only when the cap truncates).
     ///
     /// # Errors
-    /// [`Error::BufferTooSmall`] when `out_len` cannot hold the message.
+    /// [`CodecError::BufferTooSmall`] when `out_len` cannot hold the message.
     pub fn new(
         params: &EncodeParams,
         n: usize,
@@ -283,16 +287,18 @@ impl Plan {
         // (Compared in u64: on a 32-bit target no usize exceeds the limit, and clippy rejects
         // the comparison as vacuous.)
         if (plan.bytes - HEADER_LEN) as u64 > wire::MAX_PAYLOAD_LEN as u64 {
-            return Err(Error::TooManyElements {
+            return Err(WireError::TooManyElements {
                 n: n as u64,
                 max: (wire::MAX_PAYLOAD_LEN / 4) as u32,
-            });
+            }
+            .into());
         }
         if out_len < plan.bytes {
-            return Err(Error::BufferTooSmall {
+            return Err(CodecError::BufferTooSmall {
                 needed: plan.bytes,
                 got: out_len,
-            });
+            }
+            .into());
         }
         Ok(plan)
     }
@@ -330,8 +336,8 @@ impl Plan {
 /// message carries, and returns what was written. See the module docs for the rules.
 ///
 /// # Errors
-/// [`Error::BadTau`], [`Error::SegmentOutOfRange`], [`Error::EmptyVector`],
-/// [`Error::TooManyElements`], [`Error::NonFinite`], [`Error::BufferTooSmall`]; on any error
+/// [`WireError::BadTau`], [`CodecError::SegmentOutOfRange`], [`WireError::EmptyVector`],
+/// [`WireError::TooManyElements`], [`CodecError::NonFinite`], [`CodecError::BufferTooSmall`]; on any error
 /// the residual and `out` are unchanged.
 pub fn encode(
     residual: &mut [f32],
@@ -346,10 +352,12 @@ pub fn encode(
 
     // Pass 1: validate and count.
     let candidates = count(seg, tau).map_err(|e| match e {
-        Error::NonFinite { index, bits } => Error::NonFinite {
-            index: index + params.segment.map_or(0, |s| s.offset),
-            bits,
-        },
+        Error::Codec(CodecError::NonFinite { index, bits }) => {
+            Error::Codec(CodecError::NonFinite {
+                index: index + params.segment.map_or(0, |s| s.offset),
+                bits,
+            })
+        }
         other => other,
     })?;
     let plan = Plan::new(params, n, candidates, out.len(), |start| {
@@ -443,7 +451,7 @@ fn for_each_selected(seg: &mut [f32], tau: f32, plan: &Plan, mut f: impl FnMut(u
 /// its offset.
 ///
 /// # Errors
-/// [`Error::TargetSizeMismatch`] when the message does not fit `target`; `target` is then
+/// [`CodecError::TargetSizeMismatch`] when the message does not fit `target`; `target` is then
 /// unchanged.
 pub fn decode_add(msg: &MessageView<'_>, target: &mut [f32]) -> Result<(), Error> {
     let range = msg.target_range(target.len())?;

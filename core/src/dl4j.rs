@@ -22,6 +22,7 @@
 //! byte-identical.
 
 use crate::error::Error;
+use crate::error::{CodecError, WireError};
 use crate::wire::{self, Encoding, HEADER_LEN, Header, MAX_ELEMENTS, MessageView};
 
 /// DL4J's mode word for sparse ("FLEXIBLE_ENCODING") messages.
@@ -51,8 +52,8 @@ fn word(bytes: &[u8], i: usize) -> i32 {
     ])
 }
 
-fn malformed(reason: &'static str) -> Error {
-    Error::Dl4jMalformed { reason }
+fn malformed(reason: &'static str) -> WireError {
+    WireError::Dl4jMalformed { reason }
 }
 
 /// A validated DL4J buffer (little-endian int32 words).
@@ -73,16 +74,16 @@ impl<'a> Dl4jView<'a> {
     /// bitmap padding bits clear. Duplicate sparse entries are found by [`import`], which sorts.
     ///
     /// # Errors
-    /// [`Error::Dl4jMalformed`], [`Error::Dl4jUnknownMode`], [`Error::BadTau`],
-    /// [`Error::EmptyVector`], [`Error::TooManyElements`], [`Error::EntryZero`],
-    /// [`Error::EntryOutOfRange`].
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+    /// [`WireError::Dl4jMalformed`], [`WireError::Dl4jUnknownMode`], [`WireError::BadTau`],
+    /// [`WireError::EmptyVector`], [`WireError::TooManyElements`], [`WireError::EntryZero`],
+    /// [`WireError::EntryOutOfRange`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
         if !bytes.len().is_multiple_of(4) {
             return Err(malformed("length is not a whole number of int32 words"));
         }
         let words = bytes.len() / 4;
         if words < HEADER_WORDS {
-            return Err(Error::Truncated {
+            return Err(WireError::Truncated {
                 needed: 4 * HEADER_WORDS,
                 got: bytes.len(),
             });
@@ -90,14 +91,14 @@ impl<'a> Dl4jView<'a> {
         let mode = word(bytes, 3);
         let n_word = word(bytes, 1);
         if n_word == 0 {
-            return Err(Error::EmptyVector);
+            return Err(WireError::EmptyVector);
         }
         if n_word < 0 {
             return Err(malformed("element count (word 1) is negative"));
         }
         let n = n_word as u32;
         if n > MAX_ELEMENTS {
-            return Err(Error::TooManyElements {
+            return Err(WireError::TooManyElements {
                 n: n as u64,
                 max: MAX_ELEMENTS,
             });
@@ -114,15 +115,15 @@ impl<'a> Dl4jView<'a> {
                     ));
                 }
                 if k as u32 > n {
-                    return Err(Error::CountOutOfRange { count: k as u32, n });
+                    return Err(WireError::CountOutOfRange { count: k as u32, n });
                 }
                 for position in 0..k as usize {
                     let entry = word(bytes, HEADER_WORDS + position);
                     if entry == 0 {
-                        return Err(Error::EntryZero { position });
+                        return Err(WireError::EntryZero { position });
                     }
                     if entry.unsigned_abs() > n {
-                        return Err(Error::EntryOutOfRange { position, entry, n });
+                        return Err(WireError::EntryOutOfRange { position, entry, n });
                     }
                 }
                 Ok(Dl4jView {
@@ -153,7 +154,7 @@ impl<'a> Dl4jView<'a> {
                         (1u32 << valid) - 1
                     };
                     if bits & !(lane_mask | (lane_mask << 16)) != 0 {
-                        return Err(Error::BitmapPaddingSet);
+                        return Err(WireError::BitmapPaddingSet);
                     }
                     let m = bits & 0xFFFF;
                     let s = bits >> 16;
@@ -169,7 +170,7 @@ impl<'a> Dl4jView<'a> {
                     has_half,
                 })
             }
-            found => Err(Error::Dl4jUnknownMode { found }),
+            found => Err(WireError::Dl4jUnknownMode { found }),
         }
     }
 
@@ -227,8 +228,8 @@ impl<'a> Dl4jView<'a> {
 /// a bitmap with `-tau/2` codes becomes a dense message with the exact values.
 ///
 /// # Errors
-/// Everything [`Dl4jView::parse`] reports, [`Error::EntriesNotAscending`] for a duplicate
-/// index, and [`Error::BufferTooSmall`] when `out` is shorter than
+/// Everything [`Dl4jView::parse`] reports, [`WireError::EntriesNotAscending`] for a duplicate
+/// index, and [`CodecError::BufferTooSmall`] when `out` is shorter than
 /// [`Dl4jView::native_len`].
 pub fn import(bytes: &[u8], sender: u32, round: u64, out: &mut [u8]) -> Result<usize, Error> {
     let view = Dl4jView::parse(bytes)?;
@@ -236,16 +237,18 @@ pub fn import(bytes: &[u8], sender: u32, round: u64, out: &mut [u8]) -> Result<u
     // Compared in u64: on a 32-bit target no usize exceeds the limit.
     if (len - HEADER_LEN) as u64 > wire::MAX_PAYLOAD_LEN as u64 {
         // A half-code bitmap of N >= 2^30 elements has no dense native form.
-        return Err(Error::TooManyElements {
+        return Err(WireError::TooManyElements {
             n: view.n as u64,
             max: (wire::MAX_PAYLOAD_LEN / 4) as u32,
-        });
+        }
+        .into());
     }
     if out.len() < len {
-        return Err(Error::BufferTooSmall {
+        return Err(CodecError::BufferTooSmall {
             needed: len,
             got: out.len(),
-        });
+        }
+        .into());
     }
     let n = view.n as usize;
     let (encoding, count) = match view.mode {
@@ -258,11 +261,12 @@ pub fn import(bytes: &[u8], sender: u32, round: u64, out: &mut [u8]) -> Result<u
             for position in 0..k {
                 let entry = word(payload, position);
                 if position > 0 && entry.unsigned_abs() <= previous.unsigned_abs() {
-                    return Err(Error::EntriesNotAscending {
+                    return Err(WireError::EntriesNotAscending {
                         position,
                         previous,
                         entry,
-                    });
+                    }
+                    .into());
                 }
                 previous = entry;
             }
@@ -349,17 +353,17 @@ fn sort_entries(payload: &mut [u8]) {
 /// The DL4J length in bytes [`export`] writes for a native message.
 ///
 /// # Errors
-/// [`Error::Dl4jUnsupportedEncoding`] for dense and segment messages.
-pub fn export_len(msg: &MessageView<'_>) -> Result<usize, Error> {
+/// [`WireError::Dl4jUnsupportedEncoding`] for dense and segment messages.
+pub fn export_len(msg: &MessageView<'_>) -> Result<usize, WireError> {
     if msg.header().is_segment() {
-        return Err(Error::Dl4jUnsupportedEncoding {
+        return Err(WireError::Dl4jUnsupportedEncoding {
             encoding: msg.encoding() as u8,
         });
     }
     match msg.encoding() {
         Encoding::Sparse => Ok(4 * sparse_words(msg.count() as usize)),
         Encoding::Bitmap => Ok(4 * bitmap_words(msg.n() as usize)),
-        Encoding::Dense => Err(Error::Dl4jUnsupportedEncoding {
+        Encoding::Dense => Err(WireError::Dl4jUnsupportedEncoding {
             encoding: Encoding::Dense as u8,
         }),
     }
@@ -370,15 +374,16 @@ pub fn export_len(msg: &MessageView<'_>) -> Result<usize, Error> {
 /// are dropped.
 ///
 /// # Errors
-/// [`Error::Dl4jUnsupportedEncoding`] for dense or segment messages,
-/// [`Error::BufferTooSmall`] when `out` is shorter than [`export_len`].
+/// [`WireError::Dl4jUnsupportedEncoding`] for dense or segment messages,
+/// [`CodecError::BufferTooSmall`] when `out` is shorter than [`export_len`].
 pub fn export(msg: &MessageView<'_>, out: &mut [u8]) -> Result<usize, Error> {
     let len = export_len(msg)?;
     if out.len() < len {
-        return Err(Error::BufferTooSmall {
+        return Err(CodecError::BufferTooSmall {
             needed: len,
             got: out.len(),
-        });
+        }
+        .into());
     }
     let out = &mut out[..len];
     let n = msg.n() as i32;

@@ -70,4 +70,6 @@ pub mod round;
 pub mod wire;
 
 pub use backend::Backend;
-pub use error::{Classify, Error, ErrorKind};
+pub use error::{
+    CheckpointError, Classify, CodecError, ConfigError, Error, ErrorKind, ProtocolError, WireError,
+};

@@ -11,7 +11,7 @@
 
 use crate::backend::Backend;
 use crate::codec::{self, EncodeParams};
-use crate::error::Error;
+use crate::error::WireError;
 use crate::wire::{Header, MessageView};
 
 /// Iterates over the messages of a packet, validating each; stops at the first error.
@@ -32,7 +32,7 @@ impl<'a> Messages<'a> {
 }
 
 impl<'a> Iterator for Messages<'a> {
-    type Item = Result<MessageView<'a>, Error>;
+    type Item = Result<MessageView<'a>, WireError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() || self.failed {
@@ -41,7 +41,7 @@ impl<'a> Iterator for Messages<'a> {
         let item = Header::parse(self.rest).and_then(|h| {
             let len = h.message_len();
             if self.rest.len() < len {
-                return Err(Error::Truncated {
+                return Err(WireError::Truncated {
                     needed: len,
                     got: self.rest.len(),
                 });
@@ -98,7 +98,7 @@ pub(crate) fn check_packet(
     packet: &[u8],
     offset: usize,
     out: &mut alloc::vec::Vec<Checked>,
-) -> Result<(), Error> {
+) -> Result<(), WireError> {
     let mut at = 0;
     for m in Messages::new(packet) {
         let view = m?;
@@ -117,7 +117,7 @@ pub(crate) fn check_packet(
 ///
 /// # Errors
 /// The first message's parse error.
-pub fn validate(packet: &[u8]) -> Result<usize, Error> {
+pub fn validate(packet: &[u8]) -> Result<usize, WireError> {
     let mut n = 0;
     for m in Messages::new(packet) {
         m?;

@@ -62,7 +62,7 @@
 //! ```
 
 #[cfg(feature = "alloc")]
-use crate::error::Error;
+use crate::error::ConfigError;
 use crate::primitive::{AtomicUsize, CachePadded, Ordering, UnsafeCell, spin_loop};
 use core::fmt;
 use core::marker::PhantomData;
@@ -149,10 +149,10 @@ impl<T> Queue<T, alloc::boxed::Box<[Slot<T>]>> {
     /// An empty queue of `capacity` items; the only allocation it ever makes.
     ///
     /// # Errors
-    /// [`Error::QueueTooSmall`] when `capacity` is 0.
-    pub fn with_capacity(capacity: usize) -> Result<Self, Error> {
+    /// [`ConfigError::QueueTooSmall`] when `capacity` is 0.
+    pub fn with_capacity(capacity: usize) -> Result<Self, ConfigError> {
         if capacity == 0 {
-            return Err(Error::QueueTooSmall {
+            return Err(ConfigError::QueueTooSmall {
                 capacity,
                 needed: 1,
             });
@@ -376,7 +376,7 @@ mod tests {
     fn heap_queue_sizes_once_and_rejects_zero() {
         assert_eq!(
             HeapQueue::<u8>::with_capacity(0).unwrap_err(),
-            Error::QueueTooSmall {
+            ConfigError::QueueTooSmall {
                 capacity: 0,
                 needed: 1
             }

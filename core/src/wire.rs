@@ -25,6 +25,7 @@
 //! | 44..48 | CRC-32C of bytes 0..44 and the payload |
 
 use crate::error::Error;
+use crate::error::{CodecError, WireError};
 
 /// The four bytes every message starts with.
 pub const MAGIC: [u8; 4] = *b"GCST";
@@ -91,13 +92,13 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The encoding for a code byte, or [`Error::UnknownEncoding`].
-    pub fn from_code(code: u8) -> Result<Self, Error> {
+    /// The encoding for a code byte, or [`WireError::UnknownEncoding`].
+    pub fn from_code(code: u8) -> Result<Self, WireError> {
         match code {
             0 => Ok(Encoding::Sparse),
             1 => Ok(Encoding::Bitmap),
             2 => Ok(Encoding::Dense),
-            found => Err(Error::UnknownEncoding { found }),
+            found => Err(WireError::UnknownEncoding { found }),
         }
     }
 
@@ -138,7 +139,7 @@ pub const MAX_PAYLOAD_LEN: usize = u32::MAX as usize;
 
 /// The largest message [`crate::codec::encode`] writes for N elements in automatic or forced
 /// sparse-or-bitmap mode, whatever the residual: a buffer of this size never fails with
-/// [`Error::BufferTooSmall`] (forced sparse mode may need up to `48 + 4 N`; dense mode needs
+/// [`CodecError::BufferTooSmall`] (forced sparse mode may need up to `48 + 4 N`; dense mode needs
 /// [`dense_message_len`]).
 pub fn max_message_len(n: usize) -> usize {
     message_len(Encoding::Bitmap, n, 0)
@@ -218,9 +219,9 @@ impl Header {
     ///
     /// # Errors
     /// Every header-level variant of [`Error`]; see [`MessageView::parse`].
-    pub fn parse(bytes: &[u8]) -> Result<Header, Error> {
+    pub fn parse(bytes: &[u8]) -> Result<Header, WireError> {
         if bytes.len() < HEADER_LEN {
-            return Err(Error::Truncated {
+            return Err(WireError::Truncated {
                 needed: HEADER_LEN,
                 got: bytes.len(),
             });
@@ -230,33 +231,33 @@ impl Header {
             |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != MAGIC {
-            return Err(Error::BadMagic { found: magic });
+            return Err(WireError::BadMagic { found: magic });
         }
         if bytes[4] != VERSION {
-            return Err(Error::UnsupportedVersion { found: bytes[4] });
+            return Err(WireError::UnsupportedVersion { found: bytes[4] });
         }
         let encoding = Encoding::from_code(bytes[5])?;
         let flags = u16_at(6);
         if flags & !KNOWN_FLAGS != 0 {
-            return Err(Error::UnknownFlags { found: flags });
+            return Err(WireError::UnknownFlags { found: flags });
         }
         let reserved = u16_at(34);
         if reserved != 0 {
-            return Err(Error::ReservedNotZero { found: reserved });
+            return Err(WireError::ReservedNotZero { found: reserved });
         }
         let n = u32_at(8);
         if n == 0 {
-            return Err(Error::EmptyVector);
+            return Err(WireError::EmptyVector);
         }
         if n > MAX_ELEMENTS {
-            return Err(Error::TooManyElements {
+            return Err(WireError::TooManyElements {
                 n: n as u64,
                 max: MAX_ELEMENTS,
             });
         }
         let count = u32_at(12);
         if count > n {
-            return Err(Error::CountOutOfRange { count, n });
+            return Err(WireError::CountOutOfRange { count, n });
         }
         let tau_bits = u32_at(16);
         check_tau_bits(tau_bits)?;
@@ -266,15 +267,15 @@ impl Header {
         if (!seg_flag && (segment != 0 || offset != 0))
             || offset as u64 + n as u64 > MAX_ELEMENTS as u64
         {
-            return Err(Error::BadSegment { segment, offset, n });
+            return Err(WireError::BadSegment { segment, offset, n });
         }
         if encoding == Encoding::Dense && count != n {
-            return Err(Error::CountOutOfRange { count, n });
+            return Err(WireError::CountOutOfRange { count, n });
         }
         let payload_len = u32_at(40);
         let expected = payload_len_of(encoding, n, count);
         if payload_len as u64 != expected {
-            return Err(Error::PayloadLengthMismatch {
+            return Err(WireError::PayloadLengthMismatch {
                 declared: payload_len,
                 expected,
             });
@@ -303,12 +304,12 @@ fn payload_len_of(encoding: Encoding, n: u32, count: u32) -> u64 {
 }
 
 /// Checks that f32 bits are a finite, strictly positive threshold.
-pub(crate) fn check_tau_bits(bits: u32) -> Result<(), Error> {
+pub(crate) fn check_tau_bits(bits: u32) -> Result<(), WireError> {
     let t = f32::from_bits(bits);
     if t.is_finite() && t > 0.0 {
         Ok(())
     } else {
-        Err(Error::BadTau { bits })
+        Err(WireError::BadTau { bits })
     }
 }
 
@@ -329,27 +330,27 @@ impl<'a> MessageView<'a> {
     /// N is rejected by comparing lengths before any payload is read.
     ///
     /// # Errors
-    /// In checking order: [`Error::Truncated`], [`Error::BadMagic`],
-    /// [`Error::UnsupportedVersion`], [`Error::UnknownEncoding`], [`Error::UnknownFlags`],
-    /// [`Error::ReservedNotZero`], [`Error::EmptyVector`], [`Error::TooManyElements`],
-    /// [`Error::CountOutOfRange`], [`Error::BadTau`], [`Error::BadSegment`],
-    /// [`Error::PayloadLengthMismatch`], [`Error::LengthMismatch`],
-    /// [`Error::ChecksumMismatch`], then the payload's: [`Error::EntryZero`],
-    /// [`Error::EntryOutOfRange`], [`Error::EntriesNotAscending`],
-    /// [`Error::ReservedBitmapCode`], [`Error::BitmapPaddingSet`],
-    /// [`Error::BitmapCountMismatch`], [`Error::DenseValueNotFinite`].
-    pub fn parse(bytes: &'a [u8]) -> Result<MessageView<'a>, Error> {
+    /// In checking order: [`WireError::Truncated`], [`WireError::BadMagic`],
+    /// [`WireError::UnsupportedVersion`], [`WireError::UnknownEncoding`], [`WireError::UnknownFlags`],
+    /// [`WireError::ReservedNotZero`], [`WireError::EmptyVector`], [`WireError::TooManyElements`],
+    /// [`WireError::CountOutOfRange`], [`WireError::BadTau`], [`WireError::BadSegment`],
+    /// [`WireError::PayloadLengthMismatch`], [`WireError::LengthMismatch`],
+    /// [`WireError::ChecksumMismatch`], then the payload's: [`WireError::EntryZero`],
+    /// [`WireError::EntryOutOfRange`], [`WireError::EntriesNotAscending`],
+    /// [`WireError::ReservedBitmapCode`], [`WireError::BitmapPaddingSet`],
+    /// [`WireError::BitmapCountMismatch`], [`WireError::DenseValueNotFinite`].
+    pub fn parse(bytes: &'a [u8]) -> Result<MessageView<'a>, WireError> {
         let header = Header::parse(bytes)?;
         let declared = header.message_len();
         if bytes.len() != declared {
-            return Err(Error::LengthMismatch {
+            return Err(WireError::LengthMismatch {
                 declared,
                 actual: bytes.len(),
             });
         }
         let computed = checksum(&bytes[..CHECKSUM_AT], &bytes[HEADER_LEN..]);
         if computed != header.checksum {
-            return Err(Error::ChecksumMismatch {
+            return Err(WireError::ChecksumMismatch {
                 stored: header.checksum,
                 computed,
             });
@@ -366,7 +367,7 @@ impl<'a> MessageView<'a> {
         MessageView { header, bytes }
     }
 
-    fn validate_payload(&self) -> Result<(), Error> {
+    fn validate_payload(&self) -> Result<(), WireError> {
         let n = self.header.n;
         match self.header.encoding {
             Encoding::Sparse => {
@@ -386,14 +387,14 @@ impl<'a> MessageView<'a> {
                 let mut previous: i32 = 0;
                 for (position, entry) in self.sparse_entries().enumerate() {
                     if entry == 0 {
-                        return Err(Error::EntryZero { position });
+                        return Err(WireError::EntryZero { position });
                     }
                     let index = entry.unsigned_abs();
                     if index > n {
-                        return Err(Error::EntryOutOfRange { position, entry, n });
+                        return Err(WireError::EntryOutOfRange { position, entry, n });
                     }
                     if position > 0 && index <= previous.unsigned_abs() {
-                        return Err(Error::EntriesNotAscending {
+                        return Err(WireError::EntriesNotAscending {
                             position,
                             previous,
                             entry,
@@ -414,7 +415,7 @@ impl<'a> MessageView<'a> {
                         let slot = reserved.trailing_zeros() as usize / 2;
                         let index = byte_index * 4 + slot;
                         if index < n as usize {
-                            return Err(Error::ReservedBitmapCode { index });
+                            return Err(WireError::ReservedBitmapCode { index });
                         }
                     }
                     if byte_index >= full {
@@ -426,13 +427,13 @@ impl<'a> MessageView<'a> {
                             (1u8 << (2 * used)) - 1
                         };
                         if byte & !mask != 0 {
-                            return Err(Error::BitmapPaddingSet);
+                            return Err(WireError::BitmapPaddingSet);
                         }
                     }
                     nonzero += ((byte | (byte >> 1)) & 0x55).count_ones() as u64;
                 }
                 if nonzero != self.header.count as u64 {
-                    return Err(Error::BitmapCountMismatch {
+                    return Err(WireError::BitmapCountMismatch {
                         declared: self.header.count,
                         actual: nonzero,
                     });
@@ -442,7 +443,7 @@ impl<'a> MessageView<'a> {
             Encoding::Dense => {
                 for (index, v) in self.dense_values().enumerate() {
                     if !v.is_finite() {
-                        return Err(Error::DenseValueNotFinite { index });
+                        return Err(WireError::DenseValueNotFinite { index });
                     }
                 }
                 Ok(())
@@ -524,7 +525,7 @@ impl<'a> MessageView<'a> {
     /// `offset .. offset + N` for a segment message.
     ///
     /// # Errors
-    /// [`Error::TargetSizeMismatch`] when the message does not fit.
+    /// [`CodecError::TargetSizeMismatch`] when the message does not fit.
     pub fn target_range(&self, target_len: usize) -> Result<core::ops::Range<usize>, Error> {
         let h = &self.header;
         let start = h.offset as usize;
@@ -537,11 +538,12 @@ impl<'a> MessageView<'a> {
         if fits {
             Ok(start..end)
         } else {
-            Err(Error::TargetSizeMismatch {
+            Err(CodecError::TargetSizeMismatch {
                 message_n: h.n,
                 offset: h.offset,
                 target_len,
-            })
+            }
+            .into())
         }
     }
 }
@@ -556,7 +558,7 @@ impl<'a> MessageView<'a> {
 ///
 /// # Panics
 /// When `out` is shorter than the message (a sizing bug of the caller: size `out` with
-/// [`crate::codec::Plan`], which reports [`Error::BufferTooSmall`] instead).
+/// [`crate::codec::Plan`], which reports [`CodecError::BufferTooSmall`] instead).
 pub fn seal(out: &mut [u8], header: Header) -> usize {
     seal_with(out, header, checksum)
 }

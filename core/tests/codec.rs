@@ -5,6 +5,7 @@
 use gradcast_core::codec::{self, EncodeParams, EncodingMode, SegmentRef};
 use gradcast_core::wire::{self, Encoding, HEADER_LEN, MessageView};
 use gradcast_core::{Classify, Error, ErrorKind, dl4j, kat};
+use gradcast_core::{CodecError, WireError};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -256,7 +257,7 @@ proptest! {
         prop_assert!(MessageView::parse(&ok[..ok.len() - 1]).is_err());
         let mut longer = ok.clone();
         longer.push(0);
-        let longer_rejected = matches!(MessageView::parse(&longer), Err(Error::LengthMismatch { .. }));
+        let longer_rejected = matches!(MessageView::parse(&longer), Err(WireError::LengthMismatch { .. }));
         prop_assert!(longer_rejected, "trailing byte accepted");
     }
 
@@ -311,7 +312,7 @@ proptest! {
             prop_assert!(decoded[i] + after[i] == before[i]);
         }
         let mut short = vec![0.0f32; hi - 1];
-        let short_rejected = matches!(codec::decode_add(&view, &mut short), Err(Error::TargetSizeMismatch { .. }));
+        let short_rejected = matches!(codec::decode_add(&view, &mut short), Err(Error::Codec(CodecError::TargetSizeMismatch { .. })));
         prop_assert!(short_rejected, "short target accepted");
     }
 }
@@ -373,12 +374,12 @@ fn reseal(mut m: Vec<u8>) -> Vec<u8> {
 fn each_bad_input_has_its_own_error() {
     let good = hand_sparse(10, &[1, -3, 10], 0.5);
     assert!(MessageView::parse(&good).is_ok());
-    type Case = (Vec<u8>, fn(&Error) -> bool);
+    type Case = (Vec<u8>, fn(&WireError) -> bool);
     let cases: Vec<Case> = vec![
         (good[..20].to_vec(), |e| {
             matches!(
                 e,
-                Error::Truncated {
+                WireError::Truncated {
                     needed: 48,
                     got: 20
                 }
@@ -390,7 +391,7 @@ fn each_bad_input_has_its_own_error() {
                 m[0] = b'X';
                 m
             }),
-            |e| matches!(e, Error::BadMagic { .. }),
+            |e| matches!(e, WireError::BadMagic { .. }),
         ),
         (
             reseal({
@@ -398,7 +399,7 @@ fn each_bad_input_has_its_own_error() {
                 m[4] = 2;
                 m
             }),
-            |e| matches!(e, Error::UnsupportedVersion { found: 2 }),
+            |e| matches!(e, WireError::UnsupportedVersion { found: 2 }),
         ),
         (
             reseal({
@@ -406,7 +407,7 @@ fn each_bad_input_has_its_own_error() {
                 m[5] = 9;
                 m
             }),
-            |e| matches!(e, Error::UnknownEncoding { found: 9 }),
+            |e| matches!(e, WireError::UnknownEncoding { found: 9 }),
         ),
         (
             reseal({
@@ -414,7 +415,7 @@ fn each_bad_input_has_its_own_error() {
                 m[6] = 0x80;
                 m
             }),
-            |e| matches!(e, Error::UnknownFlags { .. }),
+            |e| matches!(e, WireError::UnknownFlags { .. }),
         ),
         (
             reseal({
@@ -422,7 +423,7 @@ fn each_bad_input_has_its_own_error() {
                 m[34] = 1;
                 m
             }),
-            |e| matches!(e, Error::ReservedNotZero { found: 1 }),
+            |e| matches!(e, WireError::ReservedNotZero { found: 1 }),
         ),
         (
             reseal({
@@ -430,7 +431,7 @@ fn each_bad_input_has_its_own_error() {
                 m[8..12].copy_from_slice(&0u32.to_le_bytes());
                 m
             }),
-            |e| matches!(e, Error::EmptyVector),
+            |e| matches!(e, WireError::EmptyVector),
         ),
         (
             reseal({
@@ -438,7 +439,7 @@ fn each_bad_input_has_its_own_error() {
                 m[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
                 m
             }),
-            |e| matches!(e, Error::TooManyElements { .. }),
+            |e| matches!(e, WireError::TooManyElements { .. }),
         ),
         (
             reseal({
@@ -446,7 +447,7 @@ fn each_bad_input_has_its_own_error() {
                 m[16..20].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
                 m
             }),
-            |e| matches!(e, Error::BadTau { .. }),
+            |e| matches!(e, WireError::BadTau { .. }),
         ),
         (
             reseal({
@@ -454,7 +455,7 @@ fn each_bad_input_has_its_own_error() {
                 m[16..20].copy_from_slice(&(-1.0f32).to_bits().to_le_bytes());
                 m
             }),
-            |e| matches!(e, Error::BadTau { .. }),
+            |e| matches!(e, WireError::BadTau { .. }),
         ),
         (
             reseal({
@@ -462,7 +463,7 @@ fn each_bad_input_has_its_own_error() {
                 m[16..20].copy_from_slice(&0u32.to_le_bytes());
                 m
             }),
-            |e| matches!(e, Error::BadTau { .. }),
+            |e| matches!(e, WireError::BadTau { .. }),
         ),
         (
             reseal({
@@ -470,7 +471,7 @@ fn each_bad_input_has_its_own_error() {
                 m[36] = 1;
                 m
             }),
-            |e| matches!(e, Error::BadSegment { .. }),
+            |e| matches!(e, WireError::BadSegment { .. }),
         ),
         (
             reseal({
@@ -478,7 +479,7 @@ fn each_bad_input_has_its_own_error() {
                 m[12..16].copy_from_slice(&11u32.to_le_bytes());
                 m
             }),
-            |e| matches!(e, Error::CountOutOfRange { .. }),
+            |e| matches!(e, WireError::CountOutOfRange { .. }),
         ),
         (
             reseal({
@@ -486,7 +487,7 @@ fn each_bad_input_has_its_own_error() {
                 m[40] = 16;
                 m
             }),
-            |e| matches!(e, Error::PayloadLengthMismatch { .. }),
+            |e| matches!(e, WireError::PayloadLengthMismatch { .. }),
         ),
         (
             {
@@ -494,7 +495,7 @@ fn each_bad_input_has_its_own_error() {
                 m.pop();
                 m
             },
-            |e| matches!(e, Error::LengthMismatch { .. }),
+            |e| matches!(e, WireError::LengthMismatch { .. }),
         ),
         (
             {
@@ -502,15 +503,15 @@ fn each_bad_input_has_its_own_error() {
                 m[50] ^= 1;
                 m
             },
-            |e| matches!(e, Error::ChecksumMismatch { .. }),
+            |e| matches!(e, WireError::ChecksumMismatch { .. }),
         ),
         (hand_sparse(10, &[1, 0, 10], 0.5), |e| {
-            matches!(e, Error::EntryZero { position: 1 })
+            matches!(e, WireError::EntryZero { position: 1 })
         }),
         (hand_sparse(10, &[1, -11], 0.5), |e| {
             matches!(
                 e,
-                Error::EntryOutOfRange {
+                WireError::EntryOutOfRange {
                     position: 1,
                     entry: -11,
                     ..
@@ -518,10 +519,10 @@ fn each_bad_input_has_its_own_error() {
             )
         }),
         (hand_sparse(10, &[3, -2], 0.5), |e| {
-            matches!(e, Error::EntriesNotAscending { position: 1, .. })
+            matches!(e, WireError::EntriesNotAscending { position: 1, .. })
         }),
         (hand_sparse(10, &[3, -3], 0.5), |e| {
-            matches!(e, Error::EntriesNotAscending { position: 1, .. })
+            matches!(e, WireError::EntriesNotAscending { position: 1, .. })
         }),
     ];
     for (i, (bytes, check)) in cases.iter().enumerate() {
@@ -548,21 +549,21 @@ fn bitmap_reserved_code_padding_and_count_are_rejected() {
     m[48] |= 0b11 << 4;
     assert!(matches!(
         MessageView::parse(&reseal(m)),
-        Err(Error::ReservedBitmapCode { index: 2 })
+        Err(WireError::ReservedBitmapCode { index: 2 })
     ));
     // A code past N (element 5 lives in byte 1, slot 1).
     let mut m = msg.clone();
     m[49] |= 0b01 << 2;
     assert!(matches!(
         MessageView::parse(&reseal(m)),
-        Err(Error::BitmapPaddingSet)
+        Err(WireError::BitmapPaddingSet)
     ));
     // Header count disagrees with the codes.
     let mut m = msg.clone();
     m[12] = 3;
     assert!(matches!(
         MessageView::parse(&reseal(m)),
-        Err(Error::BitmapCountMismatch {
+        Err(WireError::BitmapCountMismatch {
             declared: 3,
             actual: 4
         })
@@ -585,7 +586,7 @@ fn dense_values_must_be_finite() {
     m[52..56].copy_from_slice(&f32::INFINITY.to_le_bytes());
     assert!(matches!(
         MessageView::parse(&reseal(m)),
-        Err(Error::DenseValueNotFinite { index: 1 })
+        Err(WireError::DenseValueNotFinite { index: 1 })
     ));
 }
 
@@ -597,10 +598,10 @@ fn encode_rejects_bad_input_and_changes_nothing() {
     let e = codec::encode(&mut r, &EncodeParams::new(0.5), &mut out).unwrap_err();
     assert_eq!(
         e,
-        Error::NonFinite {
+        Error::Codec(CodecError::NonFinite {
             index: 1,
             bits: f32::NAN.to_bits()
-        }
+        })
     );
     assert_eq!(e.kind(), ErrorKind::NonFinite);
     assert!(r[0] == 1.0 && r[1].is_nan() && r[2] == -3.0);
@@ -609,25 +610,28 @@ fn encode_rejects_bad_input_and_changes_nothing() {
     let mut r = vec![1.0f32, f32::NEG_INFINITY];
     assert!(matches!(
         codec::encode(&mut r, &EncodeParams::new(0.5), &mut out),
-        Err(Error::NonFinite { index: 1, .. })
+        Err(Error::Codec(CodecError::NonFinite { index: 1, .. }))
     ));
 
     for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY, -0.0] {
         let mut r = vec![1.0f32; 4];
         let e = codec::encode(&mut r, &EncodeParams::new(bad), &mut out).unwrap_err();
-        assert!(matches!(e, Error::BadTau { .. }), "{bad}: {e:?}");
+        assert!(
+            matches!(e, Error::Wire(WireError::BadTau { .. })),
+            "{bad}: {e:?}"
+        );
         assert_eq!(r, vec![1.0; 4]);
     }
     let mut empty: Vec<f32> = Vec::new();
     assert_eq!(
         codec::encode(&mut empty, &EncodeParams::new(1.0), &mut out),
-        Err(Error::EmptyVector)
+        Err(Error::Wire(WireError::EmptyVector))
     );
 
     let mut r = vec![1.0f32; 100];
     let mut small = vec![0u8; 60];
     let e = codec::encode(&mut r, &EncodeParams::new(1.0), &mut small).unwrap_err();
-    assert!(matches!(e, Error::BufferTooSmall { .. }));
+    assert!(matches!(e, Error::Codec(CodecError::BufferTooSmall { .. })));
     assert_eq!(r, vec![1.0; 100]);
 
     let mut r = vec![1.0f32; 10];
@@ -641,7 +645,7 @@ fn encode_rejects_bad_input_and_changes_nothing() {
     };
     assert!(matches!(
         codec::encode(&mut r, &p, &mut out),
-        Err(Error::SegmentOutOfRange { .. })
+        Err(Error::Codec(CodecError::SegmentOutOfRange { .. }))
     ));
 }
 
@@ -679,11 +683,11 @@ fn message_for_another_model_size_is_rejected() {
     let e = codec::decode_add(&v, &mut d).unwrap_err();
     assert!(matches!(
         e,
-        Error::TargetSizeMismatch {
+        Error::Codec(CodecError::TargetSizeMismatch {
             message_n: 16,
             target_len: 17,
             ..
-        }
+        })
     ));
     assert_eq!(e.kind(), ErrorKind::SizeMismatch);
     assert!(d.iter().all(|&x| x == 0.0));
@@ -709,7 +713,7 @@ fn dl4j_bitmap_half_code_imports_as_exact_dense() {
     // Dense messages have no DL4J form.
     assert!(matches!(
         dl4j::export_len(&m),
-        Err(Error::Dl4jUnsupportedEncoding { .. })
+        Err(WireError::Dl4jUnsupportedEncoding { .. })
     ));
 }
 
@@ -719,41 +723,41 @@ fn dl4j_bad_buffers_are_rejected() {
     let t = 1.0f32.to_bits() as i32;
     assert!(matches!(
         dl4j::Dl4jView::parse(&enc(&[1, 4, t, 7, 1])),
-        Err(Error::Dl4jUnknownMode { found: 7 })
+        Err(WireError::Dl4jUnknownMode { found: 7 })
     ));
     assert!(matches!(
         dl4j::Dl4jView::parse(&enc(&[2, 4, t, 0, 1])),
-        Err(Error::Dl4jMalformed { .. })
+        Err(WireError::Dl4jMalformed { .. })
     ));
     assert!(matches!(
         dl4j::Dl4jView::parse(&enc(&[1, 4, t, 0, 0])),
-        Err(Error::EntryZero { .. })
+        Err(WireError::EntryZero { .. })
     ));
     assert!(matches!(
         dl4j::Dl4jView::parse(&enc(&[1, 4, t, 0, 5])),
-        Err(Error::EntryOutOfRange { .. })
+        Err(WireError::EntryOutOfRange { .. })
     ));
     assert!(matches!(
         dl4j::Dl4jView::parse(&enc(&[1, 4, -1, 0, 1])),
-        Err(Error::BadTau { .. })
+        Err(WireError::BadTau { .. })
     ));
     assert!(matches!(
         dl4j::Dl4jView::parse(&[1, 2, 3]),
-        Err(Error::Dl4jMalformed { .. })
+        Err(WireError::Dl4jMalformed { .. })
     ));
     let mut out = vec![0u8; 256];
     assert!(matches!(
         dl4j::import(&enc(&[2, 4, t, 0, 2, -2]), 0, 0, &mut out),
-        Err(Error::EntriesNotAscending { .. })
+        Err(Error::Wire(WireError::EntriesNotAscending { .. }))
     ));
     // Bitmap: wrong length, and a bit past N.
     assert!(matches!(
         dl4j::Dl4jView::parse(&enc(&[4, 4, t, 1])),
-        Err(Error::Dl4jMalformed { .. })
+        Err(WireError::Dl4jMalformed { .. })
     ));
     assert!(matches!(
         dl4j::Dl4jView::parse(&enc(&[4, 4, t, 1, 1 << 5])),
-        Err(Error::BitmapPaddingSet)
+        Err(WireError::BitmapPaddingSet)
     ));
 }
 

@@ -11,6 +11,7 @@ use gradcast_core::encoder::{
     Adaptive, ByteBudget, Clipping, Encoder, EncoderConfig, Fixed, Policy, Segment, TargetSparsity,
     Warmup,
 };
+use gradcast_core::{CheckpointError, CodecError, ConfigError};
 use gradcast_core::{Classify, Error, ErrorKind};
 
 const N: usize = 3000;
@@ -196,7 +197,10 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
     // Truncated: every prefix.
     for len in 0..good.len() {
         let e = try_restore(&mut target, &mut residual, &good[..len]);
-        assert!(matches!(e, Error::Truncated { .. }), "prefix {len}: {e:?}");
+        assert!(
+            matches!(e, Error::Checkpoint(CheckpointError::Truncated { .. })),
+            "prefix {len}: {e:?}"
+        );
         assert_eq!(e.kind(), ErrorKind::Malformed);
     }
     // Trailing bytes.
@@ -205,22 +209,28 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
     let e = try_restore(&mut target, &mut residual, &long);
     assert_eq!(
         e,
-        Error::CheckpointLengthMismatch {
+        Error::Checkpoint(CheckpointError::LengthMismatch {
             declared: good.len() as u64,
             actual: good.len() + 1
-        }
+        })
     );
     // Bad magic: a wire message is not a checkpoint.
     let mut bad = good.clone();
     bad[..4].copy_from_slice(b"GCST");
     let e = try_restore(&mut target, &mut residual, &bad);
-    assert_eq!(e, Error::CheckpointBadMagic { found: *b"GCST" });
+    assert_eq!(
+        e,
+        Error::Checkpoint(CheckpointError::BadMagic { found: *b"GCST" })
+    );
     assert!(e.to_string().contains("checkpoint"));
     // Another version.
     let mut bad = good.clone();
     bad[4] = 2;
     let e = try_restore(&mut target, &mut residual, &bad);
-    assert_eq!(e, Error::CheckpointVersion { found: 2 });
+    assert_eq!(
+        e,
+        Error::Checkpoint(CheckpointError::UnsupportedVersion { found: 2 })
+    );
     assert_eq!(e.kind(), ErrorKind::Malformed);
     // Corrupted: every single-bit flip anywhere is rejected (most by the checksum).
     let mut checksum_errors = 0;
@@ -229,7 +239,7 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
             let mut bad = good.clone();
             bad[i] ^= 1 << bit;
             let e = try_restore(&mut target, &mut residual, &bad);
-            if let Error::ChecksumMismatch { .. } = e {
+            if let Error::Checkpoint(CheckpointError::ChecksumMismatch { .. }) = e {
                 assert_eq!(e.kind(), ErrorKind::Checksum);
                 checksum_errors += 1;
             }
@@ -243,11 +253,11 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
     let e = other.restore_alloc(&Reference, &good, &mut r).unwrap_err();
     assert_eq!(
         e,
-        Error::CheckpointMismatch {
+        Error::Checkpoint(CheckpointError::ShapeMismatch {
             what: "N",
             expected: N as u64 + 1,
             found: N as u64
-        }
+        })
     );
     assert_eq!(e.kind(), ErrorKind::SizeMismatch);
     // Same N, unsegmented.
@@ -259,10 +269,10 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
     assert!(
         matches!(
             e,
-            Error::CheckpointMismatch {
+            Error::Checkpoint(CheckpointError::ShapeMismatch {
                 what: "segmented flag",
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -289,10 +299,10 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
     assert!(
         matches!(
             e,
-            Error::CheckpointMismatch {
+            Error::Checkpoint(CheckpointError::ShapeMismatch {
                 what: "segment count",
                 ..
-            }
+            })
         ),
         "{e:?}"
     );
@@ -323,10 +333,10 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
         .unwrap_err();
     assert_eq!(
         e,
-        Error::PolicyMismatch {
+        Error::Config(ConfigError::PolicyMismatch {
             expected: kind::FIXED,
             found: kind::TARGET_SPARSITY
-        }
+        })
     );
     // Another segment id.
     let mut bad = good.clone();
@@ -336,11 +346,11 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
     assert!(
         matches!(
             e,
-            Error::CheckpointMismatch {
+            Error::Checkpoint(CheckpointError::ShapeMismatch {
                 what: "segment id",
                 expected: 2,
                 found: 9
-            }
+            })
         ),
         "{e:?}"
     );
@@ -393,7 +403,8 @@ fn malformed_checkpoints_are_rejected_and_change_nothing() {
         assert!(
             matches!(
                 e,
-                Error::CheckpointMalformed { .. } | Error::CheckpointMismatch { .. }
+                Error::Checkpoint(CheckpointError::Malformed { .. })
+                    | Error::Checkpoint(CheckpointError::ShapeMismatch { .. })
             ),
             "{what}: {e:?}"
         );
@@ -440,10 +451,10 @@ fn save_errors() {
         .unwrap_err();
     assert_eq!(
         e,
-        Error::BufferTooSmall {
+        Error::Codec(CodecError::BufferTooSmall {
             needed: len,
             got: len - 1
-        }
+        })
     );
     // Scratch too small.
     let e = enc
@@ -461,7 +472,10 @@ fn save_errors() {
     let e = enc
         .save(&Reference, &r, &mut scratch, &mut out)
         .unwrap_err();
-    assert!(matches!(e, Error::NonFinite { index: 17, .. }));
+    assert!(matches!(
+        e,
+        Error::Codec(CodecError::NonFinite { index: 17, .. })
+    ));
     assert!(out.iter().all(|&b| b == 0), "out untouched on error");
     // A larger output buffer is fine; the checkpoint is its prefix.
     let mut big = vec![0u8; len + 10];

@@ -1,6 +1,7 @@
 //! Threshold policies: DL4J's trajectories (the rules and defaults of `docs/DL4J.md`,
 //! section 5), the byte budget's limits, the reducer, and configuration validation.
 
+use gradcast_core::ConfigError;
 use gradcast_core::codec::EncodingMode;
 use gradcast_core::encoder::policy::{DEFAULT_DECAY, kind};
 use gradcast_core::encoder::{
@@ -8,7 +9,7 @@ use gradcast_core::encoder::{
     TargetSparsity, ThresholdPolicy,
 };
 use gradcast_core::wire::Encoding;
-use gradcast_core::{Classify, Error, ErrorKind};
+use gradcast_core::{Classify, ErrorKind};
 
 /// An observation with sparsity `entries / n`.
 fn obs(tau: f32, entries: u64, n: u64, encoding: Encoding) -> Observation {
@@ -107,7 +108,7 @@ fn adaptive_validation() {
     ];
     for (tau0, lo, hi, d, field) in bad {
         match Adaptive::new(tau0, lo, hi, d) {
-            Err(e @ Error::InvalidConfig { field: f, .. }) => {
+            Err(e @ ConfigError::InvalidValue { field: f, .. }) => {
                 assert_eq!(f, field);
                 assert_eq!(e.kind(), ErrorKind::InvalidArgument);
                 assert!(e.to_string().contains(field));
@@ -149,7 +150,7 @@ fn target_sparsity_validation() {
         assert!(
             matches!(
                 TargetSparsity::new(1e-4, t, DEFAULT_DECAY),
-                Err(Error::InvalidConfig {
+                Err(ConfigError::InvalidValue {
                     field: "target_sparsity.target",
                     ..
                 })
@@ -171,7 +172,10 @@ fn fixed_is_constant() {
     }
     assert_eq!(p.state().sparsity, 1.0);
     for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        assert!(matches!(Fixed::new(bad), Err(Error::InvalidConfig { .. })));
+        assert!(matches!(
+            Fixed::new(bad),
+            Err(ConfigError::InvalidValue { .. })
+        ));
     }
 }
 
@@ -182,7 +186,7 @@ fn byte_budget_limits() {
         let e = ByteBudget::new(b).unwrap_err();
         assert_eq!(
             e,
-            Error::BudgetBelowHeader {
+            ConfigError::BudgetBelowHeader {
                 budget: b,
                 header: 48
             }
@@ -286,7 +290,7 @@ fn reducer_averages_tau_and_sparsity() {
     let e = r.add(&Fixed::new(1.0).unwrap().state()).unwrap_err();
     assert_eq!(
         e,
-        Error::PolicyMismatch {
+        ConfigError::PolicyMismatch {
             expected: kind::ADAPTIVE,
             found: kind::FIXED
         }
@@ -325,7 +329,7 @@ fn set_state_validates() {
             aux: f64::NAN,
         };
         assert!(
-            matches!(p.set_state(&st), Err(Error::InvalidConfig { .. })),
+            matches!(p.set_state(&st), Err(ConfigError::InvalidValue { .. })),
             "{tau} {s}"
         );
         assert_eq!(p.state(), good, "unchanged on error");
@@ -333,7 +337,7 @@ fn set_state_validates() {
     let e = p
         .set_state(&ByteBudget::new(100).unwrap().state())
         .unwrap_err();
-    assert!(matches!(e, Error::PolicyMismatch { .. }));
+    assert!(matches!(e, ConfigError::PolicyMismatch { .. }));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod encoder_common;
 
 use encoder_common::{Driver, Rng};
+use gradcast_core::ConfigError;
 use gradcast_core::Error;
 use gradcast_core::encoder::{
     Adaptive, ByteBudget, Clipping, Encoder, EncoderConfig, Fixed, Policy, Segment, TargetSparsity,
@@ -72,7 +73,7 @@ proptest! {
         let cfg = EncoderConfig { warmup, ..EncoderConfig::default() };
         let enc: Encoder = match Encoder::new(n, policy, cfg) {
             Ok(e) => e,
-            Err(Error::WarmupOverBudget { needed, budget: b, .. }) => {
+            Err(Error::Config(ConfigError::WarmupOverBudget { needed, budget: b, .. })) => {
                 prop_assert!(needed > b);
                 return Ok(());
             }
@@ -148,7 +149,7 @@ proptest! {
         };
         let enc: Encoder = match Encoder::new(n, policy, cfg) {
             Ok(e) => e,
-            Err(Error::WarmupOverBudget { .. }) => return Ok(()),
+            Err(Error::Config(ConfigError::WarmupOverBudget { .. })) => return Ok(()),
             Err(e) => return Err(TestCaseError::fail(format!("{e:?}"))),
         };
         let mut d = Driver::new(enc);

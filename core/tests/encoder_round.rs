@@ -6,6 +6,7 @@ extern crate alloc;
 mod encoder_common;
 
 use alloc::collections::BTreeSet;
+use gradcast_core::{CodecError, ConfigError, WireError};
 
 use encoder_common::{Driver, dyadic_update, update};
 use gradcast_core::backend::Reference;
@@ -175,7 +176,10 @@ fn clipping_schedule_is_dl4j() {
     ] {
         let e =
             Encoder::<Policy>::new(10, fixed(1.0), config(Some(bad), Warmup::None)).unwrap_err();
-        assert!(matches!(e, Error::InvalidConfig { .. }), "{e:?}");
+        assert!(
+            matches!(e, Error::Config(ConfigError::InvalidValue { .. })),
+            "{e:?}"
+        );
     }
     // Default: off.
     assert_eq!(EncoderConfig::default().clipping, None);
@@ -348,11 +352,11 @@ fn warmup_must_fit_a_byte_budget() {
         .unwrap_err();
     assert_eq!(
         e,
-        Error::WarmupOverBudget {
+        Error::Config(ConfigError::WarmupOverBudget {
             segment: 0,
             needed: wire::dense_message_len(1000),
             budget: 200
-        }
+        })
     );
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(
@@ -397,7 +401,7 @@ fn warmup_must_fit_a_byte_budget() {
     ] {
         assert!(matches!(
             Encoder::<Policy>::new(10, fixed(1.0), config(None, w)),
-            Err(Error::InvalidConfig { .. })
+            Err(Error::Config(ConfigError::InvalidValue { .. }))
         ));
     }
 }
@@ -550,22 +554,22 @@ fn bad_segment_layouts() {
     for (segs, index) in cases {
         let e = Encoder::<Policy, 2>::segmented(EncoderConfig::default(), segs).unwrap_err();
         match e {
-            Error::BadSegmentLayout { index: i, .. } => assert_eq!(i, index),
+            Error::Config(ConfigError::BadSegmentLayout { index: i, .. }) => assert_eq!(i, index),
             other => panic!("{other:?}"),
         }
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
     assert_eq!(
         Encoder::<Policy>::new(0, fixed(1.0), EncoderConfig::default()).unwrap_err(),
-        Error::EmptyVector
+        Error::Wire(WireError::EmptyVector)
     );
     assert!(matches!(
         Encoder::<Policy>::new(1 << 31, fixed(1.0), EncoderConfig::default()),
-        Err(Error::TooManyElements { .. })
+        Err(Error::Wire(WireError::TooManyElements { .. }))
     ));
     assert!(matches!(
         Encoder::<Policy, 0>::new(1, fixed(1.0), EncoderConfig::default()),
-        Err(Error::BadSegmentLayout { .. })
+        Err(Error::Config(ConfigError::BadSegmentLayout { .. }))
     ));
 }
 
@@ -599,7 +603,10 @@ fn errors_change_nothing() {
         .encoder
         .encode(&b, &mut residual, 0, 1, &mut out)
         .unwrap_err();
-    assert!(matches!(e, Error::NonFinite { index: 75, .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Codec(CodecError::NonFinite { index: 75, .. })),
+        "{e:?}"
+    );
     assert_eq!(residual[0], 5.0);
     assert_eq!(
         residual.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -612,7 +619,7 @@ fn errors_change_nothing() {
     let mut r2 = d.residual.clone();
     assert!(matches!(
         d.encoder.encode(&b, &mut r2, 0, 1, &mut small),
-        Err(Error::BufferTooSmall { .. })
+        Err(Error::Codec(CodecError::BufferTooSmall { .. }))
     ));
     assert_eq!(r2, d.residual);
     // A residual of another length.
@@ -631,7 +638,7 @@ fn errors_change_nothing() {
     let mut out = vec![0u8; one.max_packet_bytes()];
     assert!(matches!(
         one.encode(&b, &mut r, 0, 0, &mut out),
-        Err(Error::NonFinite { index: 3, .. })
+        Err(Error::Codec(CodecError::NonFinite { index: 3, .. }))
     ));
     assert!(
         one.policy(0).unwrap().state().tau.is_nan(),
@@ -725,6 +732,6 @@ fn seeding_from_averaged_workers() {
     assert_eq!(fresh.policy_states(), avg);
     assert!(matches!(
         fresh.seed_policies(&avg[..1]),
-        Err(Error::BadSegmentLayout { .. })
+        Err(ConfigError::BadSegmentLayout { .. })
     ));
 }

@@ -5,6 +5,7 @@
 // A std test binary.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
+use gradcast_core::WireError;
 use gradcast_core::codec::{self, EncodeParams};
 use gradcast_core::wire::{self, MAX_ELEMENTS, MessageView};
 use gradcast_core::{Classify, Error, ErrorKind, dl4j, packet};
@@ -78,19 +79,22 @@ fn a_header_claiming_a_huge_n_allocates_nothing() {
         let (r, allocs) = allocations(|| MessageView::parse(&h).map(|_| ()));
         let err = r.expect_err("a header without its payload must be rejected");
         assert!(
-            matches!(err, Error::LengthMismatch { actual: 48, .. }),
+            matches!(err, WireError::LengthMismatch { actual: 48, .. }),
             "encoding {encoding}: {err:?}"
         );
         assert_eq!(allocs, 0, "parsing allocated");
         let (r, allocs) = allocations(|| packet::validate(&h));
-        assert!(matches!(r, Err(Error::Truncated { got: 48, .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(WireError::Truncated { got: 48, .. })),
+            "{r:?}"
+        );
         assert_eq!(allocs, 0);
     }
     // Beyond the format's limit: rejected before anything else is read.
     let h = lying_header(0, u32::MAX, 0);
     assert!(matches!(
         MessageView::parse(&h),
-        Err(Error::TooManyElements { .. })
+        Err(WireError::TooManyElements { .. })
     ));
 }
 
@@ -137,7 +141,7 @@ fn truncated_messages_and_packets_are_typed_errors() {
     two.extend_from_slice(&msg[..msg.len() - 3]);
     let mut it = packet::Messages::new(&two);
     assert!(it.next().unwrap().is_ok());
-    assert!(matches!(it.next(), Some(Err(Error::Truncated { .. }))));
+    assert!(matches!(it.next(), Some(Err(WireError::Truncated { .. }))));
     assert!(it.next().is_none(), "the iterator stops after an error");
 }
 
@@ -182,13 +186,19 @@ fn dense_messages_past_the_payload_length_field_are_refused_before_commit() {
         ..EncodeParams::new(1.0)
     };
     let e = Plan::new(&params, n, 0, usize::MAX, |_| 0).unwrap_err();
-    assert!(matches!(e, Error::TooManyElements { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Wire(WireError::TooManyElements { .. })),
+        "{e:?}"
+    );
     let sparse = EncodeParams {
         mode: EncodingMode::Sparse,
         ..EncodeParams::new(1.0)
     };
     let e = Plan::new(&sparse, n, n, usize::MAX, |_| 0).unwrap_err();
-    assert!(matches!(e, Error::TooManyElements { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Wire(WireError::TooManyElements { .. })),
+        "{e:?}"
+    );
     // Just below the limit is fine.
     assert!(Plan::new(&params, (1 << 30) - 12, 0, usize::MAX, |_| 0).is_ok());
 }

@@ -15,9 +15,9 @@
 #![cfg(loom)]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // test code is std
 
-use gradcast_core::Error;
 use gradcast_core::barrier::{Barrier, Park, Poison, PoisonCause, Relax, Spin, Timeout, WaitStage};
 use gradcast_core::queue::ArrayQueue;
+use gradcast_core::{Error, ProtocolError};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -282,11 +282,11 @@ fn barrier_poison_wakes_parked_waiter() {
         assert!(poisoner.join().unwrap());
         assert_eq!(
             got,
-            Err(Error::Poisoned {
+            Err(Error::Protocol(ProtocolError::Poisoned {
                 party: Some(1),
                 round: 5,
                 cause: PoisonCause::Panicked
-            })
+            }))
         );
     });
 }
@@ -319,13 +319,13 @@ fn barrier_timeout_is_all_or_nothing() {
                 assert_eq!(a, b);
                 assert!(matches!(
                     a,
-                    Error::Poisoned {
+                    Error::Protocol(ProtocolError::Poisoned {
                         cause: PoisonCause::TimedOut {
                             stage: WaitStage::Barrier,
                             ..
                         },
                         ..
-                    }
+                    })
                 ));
             }
             _ => {

@@ -14,6 +14,7 @@ use gradcast_core::round::{
 };
 use gradcast_core::wire::max_message_len;
 use gradcast_core::{Classify, Error, ErrorKind};
+use gradcast_core::{CodecError, ConfigError, ProtocolError, WireError};
 use round_common::{Oracle, Rng, assert_bits_eq, update_of};
 
 const TAU: f32 = 0.05;
@@ -163,21 +164,30 @@ fn construction_errors_are_typed() {
     let e = <Acc>::new(Reference, config, enc(4), Local).unwrap_err();
     assert!(matches!(
         e,
-        RoundError::Round(Error::QueueTooSmall {
+        RoundError::Round(Error::Config(ConfigError::QueueTooSmall {
             capacity: 3,
             needed: 4
-        })
+        }))
     ));
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     let e = <Acc>::new(Reference, RoundConfig::new(0, 8), enc(0), Local).unwrap_err();
     assert!(matches!(
         e,
-        RoundError::Round(Error::PartiesOutOfRange { parties: 0, .. })
+        RoundError::Round(Error::Config(ConfigError::PartiesOutOfRange {
+            parties: 0,
+            ..
+        }))
     ));
     let e = <Acc>::new(Reference, RoundConfig::new(2, 0), enc(2), Local).unwrap_err();
-    assert!(matches!(e, RoundError::Round(Error::RoundConfig { .. })));
+    assert!(matches!(
+        e,
+        RoundError::Round(Error::Config(ConfigError::Round { .. }))
+    ));
     let e = <Acc>::new(Reference, RoundConfig::new(2, 8), enc(3), Local).unwrap_err();
-    assert!(matches!(e, RoundError::Round(Error::RoundConfig { .. })));
+    assert!(matches!(
+        e,
+        RoundError::Round(Error::Config(ConfigError::Round { .. }))
+    ));
     // A larger queue than needed is fine.
     let mut config = RoundConfig::new(2, 8);
     config.queue_capacity = Some(16);
@@ -194,22 +204,22 @@ fn misuse_is_typed_and_poisons() {
         let e = ps[1].apply_update(&mut params).unwrap_err();
         assert!(matches!(
             e.core(),
-            Some(Error::RoundMisuse {
+            Some(Error::Protocol(ProtocolError::RoundMisuse {
                 party: 1,
                 round: 0,
                 ..
-            })
+            }))
         ));
         assert_eq!(e.kind(), ErrorKind::Protocol);
         // Everyone else now gets the poison, naming party 1.
         let e = ps[0].abstain(Ticket::new(0, 2)).unwrap_err();
         assert_eq!(
             e.core(),
-            Some(&Error::Poisoned {
+            Some(&Error::Protocol(ProtocolError::Poisoned {
                 party: Some(1),
                 round: 0,
                 cause: PoisonCause::Failed(ErrorKind::Protocol)
-            })
+            }))
         );
         assert_eq!(e.kind(), ErrorKind::Poisoned);
     }
@@ -226,11 +236,11 @@ fn misuse_is_typed_and_poisons() {
         let e = party.abstain(Ticket::new(next, 1)).unwrap_err();
         assert_eq!(
             e.core(),
-            Some(&Error::TicketOutOfOrder {
+            Some(&Error::Protocol(ProtocolError::TicketOutOfOrder {
                 party: 0,
                 ticket: next,
                 current: next + 1
-            })
+            }))
         );
     }
     acc.reset(ResetOptions::default()).unwrap();
@@ -243,7 +253,7 @@ fn misuse_is_typed_and_poisons() {
         let e = ps[1].abstain(Ticket::new(r, 1)).unwrap_err();
         assert!(matches!(
             e.core(),
-            Some(Error::RoundMisuse { party: 1, .. })
+            Some(Error::Protocol(ProtocolError::RoundMisuse { party: 1, .. }))
         ));
     }
     acc.reset(ResetOptions::default()).unwrap();
@@ -252,7 +262,10 @@ fn misuse_is_typed_and_poisons() {
         let mut party = acc.party(0);
         assert!(matches!(
             party.abstain(Ticket::new(r, 3)).unwrap_err().core(),
-            Some(Error::PartiesOutOfRange { parties: 3, max: 2 })
+            Some(Error::Config(ConfigError::PartiesOutOfRange {
+                parties: 3,
+                max: 2
+            }))
         ));
     }
     acc.reset(ResetOptions::default()).unwrap();
@@ -262,7 +275,7 @@ fn misuse_is_typed_and_poisons() {
         party.abstain(Ticket::new(r, 1)).unwrap();
         assert!(matches!(
             party.abstain(Ticket::new(r, 1)).unwrap_err().core(),
-            Some(Error::RoundMisuse { party: 0, .. })
+            Some(Error::Protocol(ProtocolError::RoundMisuse { party: 0, .. }))
         ));
     }
 }
@@ -418,9 +431,9 @@ impl Transport for Injector {
                 remote.push(6, &remote_message(6, round, n))?;
                 remote.push(6, &good)
             }
-            Inject::Fail => Err(Error::RoundConfig {
+            Inject::Fail => Err(Error::Config(ConfigError::Round {
                 reason: "injected transport failure",
-            }),
+            })),
         }
     }
 }
@@ -503,7 +516,12 @@ fn assert_rejected(mode: Inject, check: impl Fn(&RErr) -> bool, kind: ErrorKind)
     assert_eq!(precise[0].kind(), kind, "{mode:?}");
     let poisoned: Vec<&RErr> = errors
         .iter()
-        .filter(|e| matches!(e.core(), Some(Error::Poisoned { .. })))
+        .filter(|e| {
+            matches!(
+                e.core(),
+                Some(Error::Protocol(ProtocolError::Poisoned { .. }))
+            )
+        })
         .collect();
     assert_eq!(
         poisoned.len(),
@@ -511,11 +529,11 @@ fn assert_rejected(mode: Inject, check: impl Fn(&RErr) -> bool, kind: ErrorKind)
         "{mode:?}: the other party is poisoned: {errors:?}"
     );
     match poisoned[0].core() {
-        Some(Error::Poisoned {
+        Some(Error::Protocol(ProtocolError::Poisoned {
             party: Some(_),
             round: 0,
             cause: PoisonCause::Failed(k),
-        }) => assert_eq!(*k, kind),
+        })) => assert_eq!(*k, kind),
         other => panic!("{mode:?}: {other:?}"),
     }
 }
@@ -528,10 +546,10 @@ fn remote_validation_rejects_bad_packets() {
         core(|e| {
             matches!(
                 e,
-                Error::DuplicateSender {
+                Error::Protocol(ProtocolError::DuplicateSender {
                     round: 0,
                     sender: 5
-                }
+                })
             )
         }),
         ErrorKind::Protocol,
@@ -541,10 +559,10 @@ fn remote_validation_rejects_bad_packets() {
         core(|e| {
             matches!(
                 e,
-                Error::DuplicateSender {
+                Error::Protocol(ProtocolError::DuplicateSender {
                     round: 0,
                     sender: 0
-                }
+                })
             )
         }),
         ErrorKind::Protocol,
@@ -554,10 +572,10 @@ fn remote_validation_rejects_bad_packets() {
         core(|e| {
             matches!(
                 e,
-                Error::UnknownSender {
+                Error::Protocol(ProtocolError::UnknownSender {
                     round: 0,
                     sender: 99
-                }
+                })
             )
         }),
         ErrorKind::Protocol,
@@ -567,11 +585,11 @@ fn remote_validation_rejects_bad_packets() {
         core(|e| {
             matches!(
                 e,
-                Error::WrongRound {
+                Error::Protocol(ProtocolError::WrongRound {
                     sender: 5,
                     expected: 0,
                     found: 1
-                }
+                })
             )
         }),
         ErrorKind::Protocol,
@@ -581,23 +599,23 @@ fn remote_validation_rejects_bad_packets() {
         core(|e| {
             matches!(
                 e,
-                Error::SenderMismatch {
+                Error::Protocol(ProtocolError::SenderMismatch {
                     round: 0,
                     declared: 5,
                     found: 6
-                }
+                })
             )
         }),
         ErrorKind::Protocol,
     );
     assert_rejected(
         Inject::Corrupt,
-        core(|e| matches!(e, Error::ChecksumMismatch { .. })),
+        core(|e| matches!(e, Error::Wire(WireError::ChecksumMismatch { .. }))),
         ErrorKind::Checksum,
     );
     assert_rejected(
         Inject::OtherLength,
-        core(|e| matches!(e, Error::TargetSizeMismatch { .. })),
+        core(|e| matches!(e, Error::Codec(CodecError::TargetSizeMismatch { .. }))),
         ErrorKind::SizeMismatch,
     );
     assert_rejected(
@@ -605,14 +623,21 @@ fn remote_validation_rejects_bad_packets() {
         |e| {
             matches!(
                 e,
-                RoundError::Transport(Error::TooManyRemotePackets { max: 2 })
+                RoundError::Transport(Error::Protocol(ProtocolError::TooManyRemotePackets {
+                    max: 2
+                }))
             )
         },
         ErrorKind::Protocol,
     );
     assert_rejected(
         Inject::Fail,
-        |e| matches!(e, RoundError::Transport(Error::RoundConfig { .. })),
+        |e| {
+            matches!(
+                e,
+                RoundError::Transport(Error::Config(ConfigError::Round { .. }))
+            )
+        },
         ErrorKind::InvalidArgument,
     );
 }

@@ -17,6 +17,7 @@ use gradcast_core::round::workers::{self, Contribution, RunError, WorkerError};
 use gradcast_core::round::{Accumulator, Local, RoundConfig, RoundError, Ticket};
 use gradcast_core::wire::MessageView;
 use gradcast_core::{Backend, Error, ErrorKind};
+use gradcast_core::{CodecError, ProtocolError};
 use round_common::{update_of, with_watchdog};
 use std::cell::Cell;
 use std::ops::{ControlFlow, Range};
@@ -105,11 +106,13 @@ fn helper_fault<R: Relax>(panic: bool) {
         let mut others = Vec::new();
         for f in &failures[1..] {
             match &f.error {
-                WorkerError::Round(RoundError::Round(Error::Poisoned {
-                    party,
-                    round,
-                    cause: c,
-                })) => {
+                WorkerError::Round(RoundError::Round(Error::Protocol(
+                    ProtocolError::Poisoned {
+                        party,
+                        round,
+                        cause: c,
+                    },
+                ))) => {
                     assert_eq!(*party, Some(FAILING as u32));
                     assert_eq!(*round, FAIL_ROUND);
                     assert_eq!(*c, cause);
@@ -218,10 +221,10 @@ impl Backend for Flaky {
         scale: f32,
     ) -> Result<(), Error> {
         if FAIL_STEP.with(Cell::get) {
-            return Err(Error::NonFinite {
+            return Err(Error::Codec(CodecError::NonFinite {
                 index: 0,
                 bits: f32::NAN.to_bits(),
-            });
+            }));
         }
         Reference.sub_scaled(params, update, scale)
     }
@@ -335,7 +338,10 @@ fn raw_fault<R: Relax>(fault: Fault) {
                 if fault == Fault::BackendAfterBarrierA {
                     let (_, e) = r.unwrap_err();
                     assert!(
-                        matches!(e, RoundError::Backend(Error::NonFinite { .. })),
+                        matches!(
+                            e,
+                            RoundError::Backend(Error::Codec(CodecError::NonFinite { .. }))
+                        ),
                         "{e:?}"
                     );
                 }
@@ -344,11 +350,11 @@ fn raw_fault<R: Relax>(fault: Fault) {
             let (at, e) = r.unwrap_err();
             assert_eq!(
                 e.core(),
-                Some(&Error::Poisoned {
+                Some(&Error::Protocol(ProtocolError::Poisoned {
                     party: Some(FAILING as u32),
                     round: FAIL_ROUND,
                     cause
-                }),
+                })),
                 "{what}: worker {i}"
             );
             others.push((i, at));
@@ -423,11 +429,11 @@ fn poison_reaches_parties_waiting_for_a_later_round() {
                 let (r, at) = w.join().unwrap();
                 assert!(matches!(
                     r.unwrap_err().core(),
-                    Some(Error::Poisoned {
+                    Some(Error::Protocol(ProtocolError::Poisoned {
                         party: Some(0),
                         round: 0,
                         ..
-                    })
+                    }))
                 ));
                 others.push((i + 1, at));
             }

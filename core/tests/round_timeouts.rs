@@ -22,7 +22,7 @@ use gradcast_core::round::{
     Accumulator, Local, Loopback, LoopbackHub, RoundConfig, RoundError, Ticket, std_clock,
 };
 use gradcast_core::wire::{MessageView, max_message_len};
-use gradcast_core::{Backend, Error, ErrorKind};
+use gradcast_core::{Backend, ConfigError, Error, ErrorKind, ProtocolError};
 use round_common::{update_of, with_watchdog};
 use std::cell::Cell;
 use std::ops::Range;
@@ -56,13 +56,13 @@ fn set(members: &[usize]) -> PartySet {
 /// The timed-out record every party must return.
 fn expect_timeout(e: &RoundError<Error, Error>, round: u64, stage: WaitStage) -> Poison {
     match e.core() {
-        Some(&Error::Poisoned {
+        Some(&Error::Protocol(ProtocolError::Poisoned {
             party,
             round: r,
             cause: cause @ PoisonCause::TimedOut {
                 stage: s, after, ..
             },
-        }) => {
+        })) => {
             assert_eq!((r, s, after), (round, stage, T), "{e}");
             Poison {
                 party,
@@ -362,7 +362,10 @@ fn a_timeout_without_a_clock_is_a_configuration_error() {
     )
     .unwrap_err();
     assert!(
-        matches!(e, RoundError::Round(Error::RoundConfig { .. })),
+        matches!(
+            e,
+            RoundError::Round(Error::Config(ConfigError::Round { .. }))
+        ),
         "{e}"
     );
     c.timeout = None;
@@ -456,28 +459,31 @@ fn a_node_whose_round_fails_tells_the_other_nodes() {
                     // The leader of node 0: node 1 failed, and why.
                     assert_eq!(
                         *t,
-                        Error::Poisoned {
+                        Error::Protocol(ProtocolError::Poisoned {
                             party: Some(1),
                             round: 3,
                             cause: PoisonCause::Failed(ErrorKind::Other)
-                        },
+                        }),
                         "node 0 party {i}"
                     );
                     named = true;
                 } else {
                     assert!(
-                        matches!(e.core(), Some(Error::Poisoned { round: 3, .. })),
+                        matches!(
+                            e.core(),
+                            Some(Error::Protocol(ProtocolError::Poisoned { round: 3, .. }))
+                        ),
                         "{e}"
                     );
                 }
             } else {
                 assert_eq!(
                     e.core(),
-                    Some(&Error::Poisoned {
+                    Some(&Error::Protocol(ProtocolError::Poisoned {
                         party: Some(1),
                         round: 3,
                         cause: PoisonCause::Failed(ErrorKind::Other)
-                    })
+                    }))
                 );
             }
         }
@@ -533,7 +539,7 @@ fn a_node_that_stops_is_named_by_the_exchange_timeout() {
         let mut leader = None;
         for (_, i, t0, e) in &results {
             match e {
-                RoundError::Transport(Error::Poisoned {
+                RoundError::Transport(Error::Protocol(ProtocolError::Poisoned {
                     party: Some(0),
                     round: 3,
                     cause:
@@ -542,7 +548,7 @@ fn a_node_that_stops_is_named_by_the_exchange_timeout() {
                             missing,
                             after,
                         },
-                }) => {
+                })) => {
                     assert_eq!((*missing, *after), (set(&[1]), hub_timeout));
                     let waited = t0.elapsed();
                     assert!(waited >= hub_timeout && waited < hub_timeout + SLACK);
@@ -552,11 +558,11 @@ fn a_node_that_stops_is_named_by_the_exchange_timeout() {
                 other => assert!(
                     matches!(
                         other.core(),
-                        Some(Error::Poisoned {
+                        Some(Error::Protocol(ProtocolError::Poisoned {
                             round: 3,
                             cause: PoisonCause::Failed(_),
                             ..
-                        })
+                        }))
                     ),
                     "party {i}: {other}"
                 ),

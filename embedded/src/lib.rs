@@ -175,7 +175,7 @@ pub fn decode_reference<B: Backend>(
 ) -> Result<usize, B::Error> {
     let mut count = 0;
     for msg in Messages::new(REFERENCE) {
-        backend.decode_add(&msg?, target)?;
+        backend.decode_add(&msg.map_err(Error::from)?, target)?;
         count += 1;
     }
     Ok(count)

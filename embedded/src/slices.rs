@@ -13,7 +13,7 @@ use core::ops::Range;
 use gradcast_core::backend::{self, Backend, ClipStats, VectorStats};
 use gradcast_core::codec::{self, EncodeParams, EncodeSummary};
 use gradcast_core::wire::MessageView;
-use gradcast_core::{Classify, Error, ErrorKind};
+use gradcast_core::{Classify, CodecError, Error, ErrorKind};
 
 /// A backend whose buffers are borrowed slices (`&'a mut [f32]`), e.g. of static arrays.
 ///
@@ -134,10 +134,12 @@ impl<'a> Backend for Slices<'a> {
         codec::count(&x[range], tau)
             .map(|c| c as u64)
             .map_err(|e| match e {
-                Error::NonFinite { index, bits } => Error::NonFinite {
-                    index: index + start,
-                    bits,
-                },
+                Error::Codec(CodecError::NonFinite { index, bits }) => {
+                    Error::Codec(CodecError::NonFinite {
+                        index: index + start,
+                        bits,
+                    })
+                }
                 other => other,
             })
             .map_err(SliceError::from)

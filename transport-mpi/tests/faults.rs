@@ -28,12 +28,12 @@
 //! crash (SIGSEGV) in 2 of 8 runs and hang in 1. If no rank gave up, every rank finalizes.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
-use gradcast_core::Error;
 use gradcast_core::backend::Reference;
 use gradcast_core::barrier::{Park, PoisonCause};
 use gradcast_core::packet::{FixedEncoder, PartyEncoder};
 use gradcast_core::round::workers::{self, Contribution, RunError, WorkerError};
 use gradcast_core::round::{Accumulator, ResetOptions, RoundError, Step};
+use gradcast_core::{Error, ProtocolError};
 use gradcast_mpi::mpi::environment::Threading;
 use gradcast_mpi::mpi::ffi;
 use gradcast_mpi::mpi::raw::AsRaw;
@@ -127,10 +127,10 @@ fn describe(rank: usize, e: &Failure) -> String {
             let names: Vec<String> = missing.iter().map(usize::to_string).collect();
             format!("kind=timeout names={} timeout=true", names.join(","))
         }
-        WorkerError::Round(RoundError::Round(Error::Poisoned {
+        WorkerError::Round(RoundError::Round(Error::Protocol(ProtocolError::Poisoned {
             cause: PoisonCause::TimedOut { missing, .. },
             ..
-        })) => {
+        }))) => {
             let names: Vec<String> = missing.iter().map(|i| i.to_string()).collect();
             format!("kind=local-timeout names={} timeout=true", names.join(","))
         }

@@ -20,6 +20,7 @@ use gradcast_core::round::{
     RoundError, Step, Ticket, Transport,
 };
 use gradcast_core::{Classify, Error, ErrorKind};
+use gradcast_core::{ProtocolError, WireError};
 use gradcast_mpi::mpi::collective::CommunicatorCollectives;
 use gradcast_mpi::mpi::environment::Threading;
 use gradcast_mpi::mpi::ffi;
@@ -568,7 +569,10 @@ fn corrupt_packets_are_rejected_by_receivers(world: &SimpleCommunicator) {
     } else {
         let e = r.expect_err("a corrupt packet was applied");
         assert!(
-            matches!(e, RoundError::Round(Error::ChecksumMismatch { .. })),
+            matches!(
+                e,
+                RoundError::Round(Error::Wire(WireError::ChecksumMismatch { .. }))
+            ),
             "{e}"
         );
         assert_eq!(e.kind(), ErrorKind::Checksum);
@@ -628,8 +632,11 @@ fn mpi_failures_are_typed_errors(world: &SimpleCommunicator) {
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
     // Core errors convert and keep their kind.
-    let e = MpiError::from(Error::TooManyRemotePackets { max: 3 });
-    assert_eq!(e.kind(), Error::TooManyRemotePackets { max: 3 }.kind());
+    let e = MpiError::from(Error::from(ProtocolError::TooManyRemotePackets { max: 3 }));
+    assert_eq!(
+        e.kind(),
+        ProtocolError::TooManyRemotePackets { max: 3 }.kind()
+    );
 }
 
 /// The dense baseline's allreduce sums every rank's vector.

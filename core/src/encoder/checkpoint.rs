@@ -37,6 +37,7 @@ use super::policy::{PolicyState, ThresholdPolicy};
 use super::stats::CumulativeStats;
 use crate::backend::Backend;
 use crate::error::Error;
+use crate::error::{CheckpointError, CodecError, ConfigError};
 use crate::wire::{self, MAX_ELEMENTS};
 
 /// The four bytes every checkpoint starts with.
@@ -107,69 +108,69 @@ impl<'a> CheckpointView<'a> {
     /// Parses and validates a checkpoint.
     ///
     /// # Errors
-    /// In checking order: [`Error::Truncated`] (shorter than the header),
-    /// [`Error::CheckpointBadMagic`], [`Error::CheckpointVersion`],
-    /// [`Error::CheckpointMalformed`] (unknown flags, reserved bytes, N or segment count out of
-    /// range, a length field that does not match them), [`Error::Truncated`] (shorter than
-    /// announced), [`Error::CheckpointLengthMismatch`] (longer), [`Error::ChecksumMismatch`],
-    /// then [`Error::CheckpointMalformed`] for the contents.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+    /// In checking order: [`CheckpointError::Truncated`] (shorter than the header),
+    /// [`CheckpointError::BadMagic`], [`CheckpointError::UnsupportedVersion`],
+    /// [`CheckpointError::Malformed`] (unknown flags, reserved bytes, N or segment count out of
+    /// range, a length field that does not match them), [`CheckpointError::Truncated`] (shorter than
+    /// announced), [`CheckpointError::LengthMismatch`] (longer), [`CheckpointError::ChecksumMismatch`],
+    /// then [`CheckpointError::Malformed`] for the contents.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, CheckpointError> {
         if bytes.len() < HEADER_LEN {
-            return Err(Error::Truncated {
+            return Err(CheckpointError::Truncated {
                 needed: HEADER_LEN,
                 got: bytes.len(),
             });
         }
         let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != MAGIC {
-            return Err(Error::CheckpointBadMagic { found: magic });
+            return Err(CheckpointError::BadMagic { found: magic });
         }
         let version = u16_at(bytes, 4);
         if version != VERSION {
-            return Err(Error::CheckpointVersion { found: version });
+            return Err(CheckpointError::UnsupportedVersion { found: version });
         }
         let flags = u16_at(bytes, 6);
         if flags & !FLAG_SEGMENTED != 0 {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "unknown flag bits set",
             });
         }
         if u16_at(bytes, 26) != 0 {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "reserved header field is not 0",
             });
         }
         let n = u64_at(bytes, 16);
         if n == 0 || n > MAX_ELEMENTS as u64 {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "N is 0 or larger than the format addresses",
             });
         }
         let segments = u16_at(bytes, 24);
         if segments == 0 || segments as u64 > n {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "segment count is 0 or larger than N",
             });
         }
         if flags & FLAG_SEGMENTED == 0 && segments != 1 {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "an unsegmented encoder has exactly one segment",
             });
         }
         let declared = u64_at(bytes, 8);
         if declared != implied_len(n, segments as u64) {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "length field does not match N and the segment count",
             });
         }
         if (bytes.len() as u64) < declared {
-            return Err(Error::Truncated {
+            return Err(CheckpointError::Truncated {
                 needed: declared.min(usize::MAX as u64) as usize,
                 got: bytes.len(),
             });
         }
         if bytes.len() as u64 > declared {
-            return Err(Error::CheckpointLengthMismatch {
+            return Err(CheckpointError::LengthMismatch {
                 declared,
                 actual: bytes.len(),
             });
@@ -177,7 +178,7 @@ impl<'a> CheckpointView<'a> {
         let stored = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
         let computed = wire::checksum(&bytes[..CHECKSUM_AT], &bytes[HEADER_LEN..]);
         if stored != computed {
-            return Err(Error::ChecksumMismatch { stored, computed });
+            return Err(CheckpointError::ChecksumMismatch { stored, computed });
         }
         let view = CheckpointView {
             bytes,
@@ -189,46 +190,46 @@ impl<'a> CheckpointView<'a> {
         Ok(view)
     }
 
-    fn validate_contents(&self) -> Result<(), Error> {
+    fn validate_contents(&self) -> Result<(), CheckpointError> {
         let mut next = 0u64;
         for k in 0..self.segments as usize {
             let at = HEADER_LEN + k * SEGMENT_RECORD_LEN;
             if self.bytes[at + 3..at + 8].iter().any(|&b| b != 0) {
-                return Err(Error::CheckpointMalformed {
+                return Err(CheckpointError::Malformed {
                     reason: "reserved bytes of a segment record are not 0",
                 });
             }
             let r = self.segment(k);
             if r.offset != next || r.len == 0 || r.len > self.n - r.offset {
-                return Err(Error::CheckpointMalformed {
+                return Err(CheckpointError::Malformed {
                     reason: "segments do not tile 0..N in order",
                 });
             }
             if !self.is_segmented() && r.id != 0 {
-                return Err(Error::CheckpointMalformed {
+                return Err(CheckpointError::Malformed {
                     reason: "an unsegmented encoder's segment id is 0",
                 });
             }
             next = r.offset + r.len;
         }
         if next != self.n {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "segments do not tile 0..N in order",
             });
         }
         let c = self.cumulative();
         if !(c.clipped_mass.is_finite() && c.clipped_mass >= 0.0) {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "clipped mass is not finite and non-negative",
             });
         }
         if c.warmup_rounds > c.rounds {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "more warm-up rounds than rounds",
             });
         }
         if self.residual().any(|v| !v.is_finite()) {
-            return Err(Error::CheckpointMalformed {
+            return Err(CheckpointError::Malformed {
                 reason: "the residual holds NaN or an infinity",
             });
         }
@@ -329,8 +330,8 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     /// downloaded residual: the core allocates nothing.
     ///
     /// # Errors
-    /// [`Error::TargetSizeMismatch`] when the residual's length is not N;
-    /// [`Error::BufferTooSmall`] when `scratch` or `out` is too small; [`Error::NonFinite`]
+    /// [`CodecError::TargetSizeMismatch`] when the residual's length is not N;
+    /// [`CodecError::BufferTooSmall`] when `scratch` or `out` is too small; [`CodecError::NonFinite`]
     /// when the residual holds NaN or an infinity (such a state is not worth restoring);
     /// device errors. `out` is written only on success.
     pub fn save<B: Backend>(
@@ -343,35 +344,35 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
         let n = self.n;
         let len = backend.len(residual);
         if len != n {
-            return Err(Error::TargetSizeMismatch {
+            return Err(Error::Codec(CodecError::TargetSizeMismatch {
                 message_n: n as u32,
                 offset: 0,
                 target_len: len,
-            }
+            })
             .into());
         }
         if scratch.len() < n {
-            return Err(Error::BufferTooSmall {
+            return Err(Error::Codec(CodecError::BufferTooSmall {
                 needed: n,
                 got: scratch.len(),
-            }
+            })
             .into());
         }
         let total = self.checkpoint_len();
         if out.len() < total {
-            return Err(Error::BufferTooSmall {
+            return Err(Error::Codec(CodecError::BufferTooSmall {
                 needed: total,
                 got: out.len(),
-            }
+            })
             .into());
         }
         let values = &mut scratch[..n];
         backend.download(residual, values)?;
         if let Some((index, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite {
+            return Err(Error::Codec(CodecError::NonFinite {
                 index,
                 bits: v.to_bits(),
-            }
+            })
             .into());
         }
 
@@ -431,11 +432,11 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     /// parameters) is this encoder's: a checkpoint carries state, not settings.
     ///
     /// # Errors
-    /// [`CheckpointView::parse`]'s errors; [`Error::CheckpointMismatch`] when N, the
-    /// segmentation, or a segment's id, offset or length differ; [`Error::PolicyMismatch`]
-    /// when a segment's policy kind differs; [`Error::CheckpointMalformed`] when a policy
-    /// rejects its saved state; [`Error::TargetSizeMismatch`] when the residual's length is
-    /// not N; [`Error::BufferTooSmall`] when `scratch` is; device errors. On error the encoder
+    /// [`CheckpointView::parse`]'s errors; [`CheckpointError::ShapeMismatch`] when N, the
+    /// segmentation, or a segment's id, offset or length differ; [`ConfigError::PolicyMismatch`]
+    /// when a segment's policy kind differs; [`CheckpointError::Malformed`] when a policy
+    /// rejects its saved state; [`CodecError::TargetSizeMismatch`] when the residual's length is
+    /// not N; [`CodecError::BufferTooSmall`] when `scratch` is; device errors. On error the encoder
     /// and (except after a device failure) the residual are unchanged.
     pub fn restore<B: Backend>(
         &mut self,
@@ -444,30 +445,30 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
         residual: &mut B::Buffer,
         scratch: &mut [f32],
     ) -> Result<(), B::Error> {
-        let view = CheckpointView::parse(bytes)?;
+        let view = CheckpointView::parse(bytes).map_err(Error::from)?;
         let n = self.n;
         if view.n() != n as u64 {
-            return Err(Error::CheckpointMismatch {
+            return Err(Error::Checkpoint(CheckpointError::ShapeMismatch {
                 what: "N",
                 expected: n as u64,
                 found: view.n(),
-            }
+            })
             .into());
         }
         if view.is_segmented() != self.segmented {
-            return Err(Error::CheckpointMismatch {
+            return Err(Error::Checkpoint(CheckpointError::ShapeMismatch {
                 what: "segmented flag",
                 expected: self.segmented as u64,
                 found: view.is_segmented() as u64,
-            }
+            })
             .into());
         }
         if view.segment_count() != self.segs.len() {
-            return Err(Error::CheckpointMismatch {
+            return Err(Error::Checkpoint(CheckpointError::ShapeMismatch {
                 what: "segment count",
                 expected: self.segs.len() as u64,
                 found: view.segment_count() as u64,
-            }
+            })
             .into());
         }
         let mut policies: heapless::Vec<P, S> = heapless::Vec::new();
@@ -479,46 +480,46 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
             ];
             for (what, expected, found) in checks {
                 if expected != found {
-                    return Err(Error::CheckpointMismatch {
+                    return Err(Error::Checkpoint(CheckpointError::ShapeMismatch {
                         what,
                         expected,
                         found,
-                    }
+                    })
                     .into());
                 }
             }
             let kind = s.policy.kind();
             if r.state.kind != kind {
-                return Err(Error::PolicyMismatch {
+                return Err(Error::Config(ConfigError::PolicyMismatch {
                     expected: kind,
                     found: r.state.kind,
-                }
+                })
                 .into());
             }
             let mut p = s.policy.clone();
             p.set_state(&r.state).map_err(|e| match e {
-                Error::PolicyMismatch { .. } => e,
-                _ => Error::CheckpointMalformed {
+                ConfigError::PolicyMismatch { .. } => Error::Config(e),
+                _ => Error::Checkpoint(CheckpointError::Malformed {
                     reason: "a policy state is out of its domain",
-                },
+                }),
             })?;
             // Cannot fail: at most S segments.
             let _ = policies.push(p);
         }
         let len = backend.len(residual);
         if len != n {
-            return Err(Error::TargetSizeMismatch {
+            return Err(Error::Codec(CodecError::TargetSizeMismatch {
                 message_n: n as u32,
                 offset: 0,
                 target_len: len,
-            }
+            })
             .into());
         }
         if scratch.len() < n {
-            return Err(Error::BufferTooSmall {
+            return Err(Error::Codec(CodecError::BufferTooSmall {
                 needed: n,
                 got: scratch.len(),
-            }
+            })
             .into());
         }
         let values = &mut scratch[..n];

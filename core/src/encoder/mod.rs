@@ -123,6 +123,7 @@ pub use stats::{CumulativeStats, RoundStats, SegmentStats};
 use crate::backend::{Backend, ClipStats};
 use crate::codec::{EncodeParams, EncodingMode, SegmentRef};
 use crate::error::Error;
+use crate::error::{CodecError, ConfigError, WireError};
 use crate::packet::PartyEncoder;
 use crate::wire::{self, Encoding, MAX_ELEMENTS};
 use core::ops::Range;
@@ -153,17 +154,17 @@ impl Clipping {
     /// Checks the parameters.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless `factor` is finite and `>= 1` and `every >= 1`.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// [`ConfigError::InvalidValue`] unless `factor` is finite and `>= 1` and `every >= 1`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.factor.is_finite() && self.factor >= 1.0) {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidValue {
                 field: "clipping.factor",
                 value: self.factor as f64,
                 rule: "finite and C >= 1",
             });
         }
         if self.every == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidValue {
                 field: "clipping.every",
                 value: 0.0,
                 rule: "f >= 1",
@@ -217,11 +218,11 @@ impl Warmup {
     /// Checks the parameters.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a ramp with no rounds or a density outside `(0, 1]`.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// [`ConfigError::InvalidValue`] for a ramp with no rounds or a density outside `(0, 1]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if let Warmup::Ramp { rounds, start, end } = *self {
             if rounds == 0 {
-                return Err(Error::InvalidConfig {
+                return Err(ConfigError::InvalidValue {
                     field: "warmup.rounds",
                     value: 0.0,
                     rule: "a ramp has at least one round",
@@ -229,7 +230,7 @@ impl Warmup {
             }
             for (field, v) in [("warmup.start", start), ("warmup.end", end)] {
                 if !(v > 0.0 && v <= 1.0) {
-                    return Err(Error::InvalidConfig {
+                    return Err(ConfigError::InvalidValue {
                         field,
                         value: v,
                         rule: "0 < density <= 1",
@@ -271,7 +272,7 @@ impl EncoderConfig {
     ///
     /// # Errors
     /// As [`Clipping::validate`] and [`Warmup::validate`].
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(c) = &self.clipping {
             c.validate()?;
         }
@@ -352,9 +353,9 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     /// An unsegmented encoder for vectors of `n` elements: one plain message per round.
     ///
     /// # Errors
-    /// [`Error::EmptyVector`], [`Error::TooManyElements`], [`Error::BadSegmentLayout`] when
+    /// [`WireError::EmptyVector`], [`WireError::TooManyElements`], [`ConfigError::BadSegmentLayout`] when
     /// `S == 0`, configuration errors ([`EncoderConfig::validate`]),
-    /// [`Error::WarmupOverBudget`].
+    /// [`ConfigError::WarmupOverBudget`].
     pub fn new(n: usize, policy: P, config: EncoderConfig) -> Result<Self, Error> {
         Self::build(
             false,
@@ -371,9 +372,9 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     /// each round sends one message per segment.
     ///
     /// # Errors
-    /// [`Error::BadSegmentLayout`] (no segments, more than `S`, an empty segment, a duplicate
-    /// id), [`Error::TooManyElements`] when the segments add up to more than the format
-    /// addresses, configuration errors, [`Error::WarmupOverBudget`].
+    /// [`ConfigError::BadSegmentLayout`] (no segments, more than `S`, an empty segment, a duplicate
+    /// id), [`WireError::TooManyElements`] when the segments add up to more than the format
+    /// addresses, configuration errors, [`ConfigError::WarmupOverBudget`].
     pub fn segmented(
         config: EncoderConfig,
         segments: impl IntoIterator<Item = Segment<P>>,
@@ -392,27 +393,30 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
         for (index, s) in segments.into_iter().enumerate() {
             if s.len == 0 {
                 if !segmented {
-                    return Err(Error::EmptyVector);
+                    return Err(WireError::EmptyVector.into());
                 }
-                return Err(Error::BadSegmentLayout {
+                return Err(ConfigError::BadSegmentLayout {
                     index,
                     reason: "a segment has no elements",
-                });
+                }
+                .into());
             }
             if segs.iter().any(|t| t.info.id == s.id) {
-                return Err(Error::BadSegmentLayout {
+                return Err(ConfigError::BadSegmentLayout {
                     index,
                     reason: "duplicate segment id",
-                });
+                }
+                .into());
             }
             let end = offset
                 .checked_add(s.len)
                 .filter(|&e| e <= MAX_ELEMENTS as usize);
             let Some(end) = end else {
-                return Err(Error::TooManyElements {
+                return Err(WireError::TooManyElements {
                     n: offset as u64 + s.len as u64,
                     max: MAX_ELEMENTS,
-                });
+                }
+                .into());
             };
             let state = SegState {
                 info: SegmentInfo {
@@ -424,24 +428,27 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
                 last: None,
             };
             if index >= u16::MAX as usize {
-                return Err(Error::BadSegmentLayout {
+                return Err(ConfigError::BadSegmentLayout {
                     index,
                     reason: "more than 65535 segments",
-                });
+                }
+                .into());
             }
             if segs.push(state).is_err() {
-                return Err(Error::BadSegmentLayout {
+                return Err(ConfigError::BadSegmentLayout {
                     index,
                     reason: "more segments than the encoder's capacity S",
-                });
+                }
+                .into());
             }
             offset = end;
         }
         if segs.is_empty() {
-            return Err(Error::BadSegmentLayout {
+            return Err(ConfigError::BadSegmentLayout {
                 index: 0,
                 reason: "no segments (or an encoder capacity S of 0)",
-            });
+            }
+            .into());
         }
         // A byte-bounded policy must be able to carry the warm-up messages.
         for s in &segs {
@@ -454,11 +461,12 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
                 _ => 0,
             };
             if needed > budget {
-                return Err(Error::WarmupOverBudget {
+                return Err(ConfigError::WarmupOverBudget {
                     segment: s.info.id,
                     needed,
                     budget,
-                });
+                }
+                .into());
             }
         }
         let ramp_factor = match config.warmup {
@@ -543,11 +551,11 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     /// [`Encoder::average_policies`] of the previous run's workers.
     ///
     /// # Errors
-    /// [`Error::BadSegmentLayout`] when the count differs from the segment count; the
+    /// [`ConfigError::BadSegmentLayout`] when the count differs from the segment count; the
     /// policies' [`ThresholdPolicy::set_state`] errors. On error nothing changes.
-    pub fn seed_policies(&mut self, states: &[PolicyState]) -> Result<(), Error> {
+    pub fn seed_policies(&mut self, states: &[PolicyState]) -> Result<(), ConfigError> {
         if states.len() != self.segs.len() {
-            return Err(Error::BadSegmentLayout {
+            return Err(ConfigError::BadSegmentLayout {
                 index: states.len().min(self.segs.len()),
                 reason: "one policy state per segment is needed",
             });
@@ -570,11 +578,11 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     /// seeds a new run through [`Encoder::seed_policies`].
     ///
     /// # Errors
-    /// [`Error::BadSegmentLayout`] when the encoders have different segment counts;
-    /// [`Error::PolicyMismatch`] when a segment's policies are of different kinds.
+    /// [`ConfigError::BadSegmentLayout`] when the encoders have different segment counts;
+    /// [`ConfigError::PolicyMismatch`] when a segment's policies are of different kinds.
     pub fn average_policies<'a>(
         encoders: impl IntoIterator<Item = &'a Self>,
-    ) -> Result<heapless::Vec<PolicyState, S>, Error>
+    ) -> Result<heapless::Vec<PolicyState, S>, ConfigError>
     where
         P: 'a,
     {
@@ -587,7 +595,7 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
                     let _ = kinds.push(s.policy.kind());
                 }
             } else if e.segs.len() != reducers.len() {
-                return Err(Error::BadSegmentLayout {
+                return Err(ConfigError::BadSegmentLayout {
                     index: e_index,
                     reason: "encoders with different segment counts",
                 });
@@ -651,9 +659,9 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     /// Warm-up and clipping count in the encoder's own [`index`](Encoder::index).
     ///
     /// # Errors
-    /// [`Error::TargetSizeMismatch`] when the residual's length is not N;
-    /// [`Error::BufferTooSmall`] when `out` is shorter than [`Encoder::max_packet_bytes`];
-    /// [`Error::NonFinite`] when the residual holds NaN or an infinity; device errors. On
+    /// [`CodecError::TargetSizeMismatch`] when the residual's length is not N;
+    /// [`CodecError::BufferTooSmall`] when `out` is shorter than [`Encoder::max_packet_bytes`];
+    /// [`CodecError::NonFinite`] when the residual holds NaN or an infinity; device errors. On
     /// error the encoder and (except after a device failure) the residual are unchanged.
     pub fn encode<B: Backend>(
         &mut self,
@@ -665,19 +673,19 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
     ) -> Result<RoundStats, B::Error> {
         let len = backend.len(residual);
         if len != self.n {
-            return Err(Error::TargetSizeMismatch {
+            return Err(Error::Codec(CodecError::TargetSizeMismatch {
                 message_n: self.n as u32,
                 offset: 0,
                 target_len: len,
-            }
+            })
             .into());
         }
         let needed = self.max_packet_bytes();
         if out.len() < needed {
-            return Err(Error::BufferTooSmall {
+            return Err(Error::Codec(CodecError::BufferTooSmall {
                 needed,
                 got: out.len(),
-            }
+            })
             .into());
         }
         if self.segs.len() > 1 {

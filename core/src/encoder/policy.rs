@@ -25,7 +25,7 @@
 //! 1/16 for every bitmap round, which pushes `tau` up after each one).
 
 use crate::codec::EncodingMode;
-use crate::error::Error;
+use crate::error::ConfigError;
 use crate::wire::{self, Encoding, HEADER_LEN};
 
 use super::math;
@@ -200,9 +200,9 @@ pub trait ThresholdPolicy: Clone + core::fmt::Debug {
     /// Replaces the policy's state (a checkpoint's, or an average of several workers').
     ///
     /// # Errors
-    /// [`Error::PolicyMismatch`] for a state of another kind; [`Error::InvalidConfig`] for
+    /// [`ConfigError::PolicyMismatch`] for a state of another kind; [`ConfigError::InvalidValue`] for
     /// values out of their domain. On error the policy is unchanged.
-    fn set_state(&mut self, state: &PolicyState) -> Result<(), Error>;
+    fn set_state(&mut self, state: &PolicyState) -> Result<(), ConfigError>;
 }
 
 /// Averages policy states across workers, as DL4J's reducers do: the threshold, the sparsity
@@ -224,11 +224,11 @@ impl PolicyReducer {
     /// Adds one worker's state.
     ///
     /// # Errors
-    /// [`Error::PolicyMismatch`] when `state` is of another kind than the first one added.
-    pub fn add(&mut self, state: &PolicyState) -> Result<(), Error> {
+    /// [`ConfigError::PolicyMismatch`] when `state` is of another kind than the first one added.
+    pub fn add(&mut self, state: &PolicyState) -> Result<(), ConfigError> {
         match self.kind {
             Some(k) if k != state.kind => {
-                return Err(Error::PolicyMismatch {
+                return Err(ConfigError::PolicyMismatch {
                     expected: k,
                     found: state.kind,
                 });
@@ -268,10 +268,10 @@ impl PolicyReducer {
     /// Averages the states of several policies (see [`PolicyReducer`]).
     ///
     /// # Errors
-    /// [`Error::PolicyMismatch`] when they are of different kinds.
+    /// [`ConfigError::PolicyMismatch`] when they are of different kinds.
     pub fn average<'a, P: ThresholdPolicy + 'a>(
         policies: impl IntoIterator<Item = &'a P>,
-    ) -> Result<Option<PolicyState>, Error> {
+    ) -> Result<Option<PolicyState>, ConfigError> {
         let mut r = PolicyReducer::new();
         for p in policies {
             r.add(&p.state())?;
@@ -295,11 +295,11 @@ fn emit(t: f64) -> f32 {
     clamp_tau(t) as f32
 }
 
-fn check_tau0(field: &'static str, tau0: f64) -> Result<(), Error> {
+fn check_tau0(field: &'static str, tau0: f64) -> Result<(), ConfigError> {
     if tau0.is_finite() && (TAU_MIN..=TAU_MAX).contains(&tau0) {
         Ok(())
     } else {
-        Err(Error::InvalidConfig {
+        Err(ConfigError::InvalidValue {
             field,
             value: tau0,
             rule: "a finite threshold in the positive normal f32 range",
@@ -307,11 +307,11 @@ fn check_tau0(field: &'static str, tau0: f64) -> Result<(), Error> {
     }
 }
 
-fn check_decay(field: &'static str, d: f64) -> Result<(), Error> {
+fn check_decay(field: &'static str, d: f64) -> Result<(), ConfigError> {
     if (0.5..1.0).contains(&d) {
         Ok(())
     } else {
-        Err(Error::InvalidConfig {
+        Err(ConfigError::InvalidValue {
             field,
             value: d,
             rule: "0.5 <= d < 1",
@@ -319,11 +319,11 @@ fn check_decay(field: &'static str, d: f64) -> Result<(), Error> {
     }
 }
 
-fn check_kind(expected: u8, state: &PolicyState) -> Result<(), Error> {
+fn check_kind(expected: u8, state: &PolicyState) -> Result<(), ConfigError> {
     if state.kind == expected {
         Ok(())
     } else {
-        Err(Error::PolicyMismatch {
+        Err(ConfigError::PolicyMismatch {
             expected,
             found: state.kind,
         })
@@ -331,11 +331,11 @@ fn check_kind(expected: u8, state: &PolicyState) -> Result<(), Error> {
 }
 
 /// A state threshold: NaN (none) or a finite positive value.
-fn check_state_tau(tau: f64) -> Result<(), Error> {
+fn check_state_tau(tau: f64) -> Result<(), ConfigError> {
     if tau.is_nan() || (tau.is_finite() && tau > 0.0) {
         Ok(())
     } else {
-        Err(Error::InvalidConfig {
+        Err(ConfigError::InvalidValue {
             field: "policy state tau",
             value: tau,
             rule: "NaN (none) or finite and > 0",
@@ -344,11 +344,11 @@ fn check_state_tau(tau: f64) -> Result<(), Error> {
 }
 
 /// A state density: NaN (none) or in `[0, 1]`.
-fn check_state_density(field: &'static str, s: f64) -> Result<(), Error> {
+fn check_state_density(field: &'static str, s: f64) -> Result<(), ConfigError> {
     if s.is_nan() || (0.0..=1.0).contains(&s) {
         Ok(())
     } else {
-        Err(Error::InvalidConfig {
+        Err(ConfigError::InvalidValue {
             field,
             value: s,
             rule: "NaN (none) or 0 <= s <= 1",
@@ -372,15 +372,15 @@ impl Fixed {
     /// A fixed threshold.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless `tau` is finite and strictly positive.
-    pub fn new(tau: f32) -> Result<Self, Error> {
+    /// [`ConfigError::InvalidValue`] unless `tau` is finite and strictly positive.
+    pub fn new(tau: f32) -> Result<Self, ConfigError> {
         if tau.is_finite() && tau > 0.0 {
             Ok(Fixed {
                 tau,
                 sparsity: f64::NAN,
             })
         } else {
-            Err(Error::InvalidConfig {
+            Err(ConfigError::InvalidValue {
                 field: "fixed.tau",
                 value: tau as f64,
                 rule: "finite and > 0",
@@ -423,7 +423,7 @@ impl ThresholdPolicy for Fixed {
 
     /// Takes the sparsity only: the threshold is configuration (DL4J's reducer for it keeps
     /// any one instance, which is the same).
-    fn set_state(&mut self, state: &PolicyState) -> Result<(), Error> {
+    fn set_state(&mut self, state: &PolicyState) -> Result<(), ConfigError> {
         check_kind(kind::FIXED, state)?;
         check_state_tau(state.tau)?;
         check_state_density("policy state sparsity", state.sparsity)?;
@@ -463,19 +463,24 @@ impl Adaptive {
     /// An adaptive policy.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless `tau0 > 0` (and a normal `f32`),
+    /// [`ConfigError::InvalidValue`] unless `tau0 > 0` (and a normal `f32`),
     /// `0 < min_sparsity <= max_sparsity` (and `max_sparsity <= 1`), and `0.5 <= decay < 1`.
-    pub fn new(tau0: f64, min_sparsity: f64, max_sparsity: f64, decay: f64) -> Result<Self, Error> {
+    pub fn new(
+        tau0: f64,
+        min_sparsity: f64,
+        max_sparsity: f64,
+        decay: f64,
+    ) -> Result<Self, ConfigError> {
         check_tau0("adaptive.tau0", tau0)?;
         if min_sparsity.is_nan() || min_sparsity <= 0.0 {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidValue {
                 field: "adaptive.min_sparsity",
                 value: min_sparsity,
                 rule: "0 < s_min <= s_max",
             });
         }
         if !(max_sparsity >= min_sparsity && max_sparsity <= 1.0) {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidValue {
                 field: "adaptive.max_sparsity",
                 value: max_sparsity,
                 rule: "s_min <= s_max <= 1",
@@ -550,7 +555,7 @@ impl ThresholdPolicy for Adaptive {
         }
     }
 
-    fn set_state(&mut self, state: &PolicyState) -> Result<(), Error> {
+    fn set_state(&mut self, state: &PolicyState) -> Result<(), ConfigError> {
         set_band_state(kind::ADAPTIVE, state, &mut self.tau, &mut self.sparsity)
     }
 }
@@ -578,7 +583,7 @@ fn set_band_state(
     state: &PolicyState,
     tau: &mut f64,
     sparsity: &mut f64,
-) -> Result<(), Error> {
+) -> Result<(), ConfigError> {
     check_kind(kind, state)?;
     check_state_tau(state.tau)?;
     check_state_density("policy state sparsity", state.sparsity)?;
@@ -616,12 +621,12 @@ impl TargetSparsity {
     /// A target-sparsity policy.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless `tau0 > 0` (and a normal `f32`),
+    /// [`ConfigError::InvalidValue`] unless `tau0 > 0` (and a normal `f32`),
     /// `0 < target < 1/16`, and `0.5 <= decay < 1`.
-    pub fn new(tau0: f64, target: f64, decay: f64) -> Result<Self, Error> {
+    pub fn new(tau0: f64, target: f64, decay: f64) -> Result<Self, ConfigError> {
         check_tau0("target_sparsity.tau0", tau0)?;
         if !(target > 0.0 && target < 1.0 / 16.0) {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidValue {
                 field: "target_sparsity.target",
                 value: target,
                 rule: "0 < target < 1/16",
@@ -694,7 +699,7 @@ impl ThresholdPolicy for TargetSparsity {
         }
     }
 
-    fn set_state(&mut self, state: &PolicyState) -> Result<(), Error> {
+    fn set_state(&mut self, state: &PolicyState) -> Result<(), ConfigError> {
         set_band_state(
             kind::TARGET_SPARSITY,
             state,
@@ -749,26 +754,26 @@ impl ByteBudget {
     /// A byte-budget policy with the default `tau0` and largest density.
     ///
     /// # Errors
-    /// [`Error::BudgetBelowHeader`] when `budget < 48`.
-    pub fn new(budget: usize) -> Result<Self, Error> {
+    /// [`ConfigError::BudgetBelowHeader`] when `budget < 48`.
+    pub fn new(budget: usize) -> Result<Self, ConfigError> {
         Self::with_params(budget, Self::DEFAULT_TAU0, Self::DEFAULT_MAX_DENSITY)
     }
 
     /// A byte-budget policy.
     ///
     /// # Errors
-    /// [`Error::BudgetBelowHeader`] when `budget < 48`; [`Error::InvalidConfig`] unless
+    /// [`ConfigError::BudgetBelowHeader`] when `budget < 48`; [`ConfigError::InvalidValue`] unless
     /// `tau0 > 0` (a normal `f32`) and `0 < max_density <= 1`.
-    pub fn with_params(budget: usize, tau0: f64, max_density: f64) -> Result<Self, Error> {
+    pub fn with_params(budget: usize, tau0: f64, max_density: f64) -> Result<Self, ConfigError> {
         if budget < HEADER_LEN {
-            return Err(Error::BudgetBelowHeader {
+            return Err(ConfigError::BudgetBelowHeader {
                 budget,
                 header: HEADER_LEN,
             });
         }
         check_tau0("byte_budget.tau0", tau0)?;
         if !(max_density > 0.0 && max_density <= 1.0) {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidValue {
                 field: "byte_budget.max_density",
                 value: max_density,
                 rule: "0 < max_density <= 1",
@@ -871,7 +876,7 @@ impl ThresholdPolicy for ByteBudget {
         }
     }
 
-    fn set_state(&mut self, state: &PolicyState) -> Result<(), Error> {
+    fn set_state(&mut self, state: &PolicyState) -> Result<(), ConfigError> {
         check_kind(kind::BYTE_BUDGET, state)?;
         check_state_tau(state.tau)?;
         check_state_density("policy state sparsity", state.sparsity)?;
@@ -1023,7 +1028,7 @@ impl ThresholdPolicy for Policy {
         each_policy!(self, p => p.state())
     }
 
-    fn set_state(&mut self, state: &PolicyState) -> Result<(), Error> {
+    fn set_state(&mut self, state: &PolicyState) -> Result<(), ConfigError> {
         each_policy!(self, p => p.set_state(state))
     }
 }

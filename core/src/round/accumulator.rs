@@ -34,6 +34,7 @@ use crate::barrier::{
     Barrier, MAX_PARTIES, PartySet, Poison, PoisonCause, Relax, SpinThenYield, Timeout, WaitStage,
 };
 use crate::error::{Classify, Error};
+use crate::error::{ConfigError, ProtocolError, WireError};
 use crate::packet::{Checked, Messages, PartyEncoder, check_packet};
 use crate::primitive::{AtomicU8, AtomicUsize, CachePadded, Ordering, UnsafeCell, panicking};
 use crate::queue::HeapQueue;
@@ -246,11 +247,11 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         data.local_bytes = 0;
         while let Some(i) = self.board.try_pop() {
             if data.local.len() == config.parties {
-                return Err(Error::RoundMisuse {
+                return Err(Error::Protocol(ProtocolError::RoundMisuse {
                     party: i,
                     round,
                     reason: "more contributions than parties",
-                }
+                })
                 .into());
             }
             data.local.push(i);
@@ -302,17 +303,17 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         let entries = &mut data.remote_entries[..count];
         for e in entries.iter() {
             if local_ids.contains(&(e.sender as u64)) {
-                return Err(Error::DuplicateSender {
+                return Err(Error::Protocol(ProtocolError::DuplicateSender {
                     round,
                     sender: e.sender,
-                }
+                })
                 .into());
             }
             if !transport.is_remote_sender(e.sender) {
-                return Err(Error::UnknownSender {
+                return Err(Error::Protocol(ProtocolError::UnknownSender {
                     round,
                     sender: e.sender,
-                }
+                })
                 .into());
             }
             let first = data.remote_msgs.len();
@@ -324,19 +325,19 @@ impl<T: Transport, R: Relax> Shared<T, R> {
             for m in &data.remote_msgs[first..] {
                 let h = *m.header();
                 if h.sender != e.sender {
-                    return Err(Error::SenderMismatch {
+                    return Err(Error::Protocol(ProtocolError::SenderMismatch {
                         round,
                         declared: e.sender,
                         found: h.sender,
-                    }
+                    })
                     .into());
                 }
                 if h.round != round {
-                    return Err(Error::WrongRound {
+                    return Err(Error::Protocol(ProtocolError::WrongRound {
                         sender: e.sender,
                         expected: round,
                         found: h.round,
-                    }
+                    })
                     .into());
                 }
                 m.view(&data.remote_arena).target_range(config.n)?;
@@ -346,10 +347,10 @@ impl<T: Transport, R: Relax> Shared<T, R> {
         entries.sort_unstable_by_key(|e| e.sender);
         for w in entries.windows(2) {
             if w[0].sender == w[1].sender {
-                return Err(Error::DuplicateSender {
+                return Err(Error::Protocol(ProtocolError::DuplicateSender {
                     round,
                     sender: w[0].sender,
-                }
+                })
                 .into());
             }
         }
@@ -521,8 +522,8 @@ where
     /// largest round of remote packets.
     ///
     /// # Errors
-    /// [`Error::PartiesOutOfRange`], [`Error::QueueTooSmall`] (a capacity below P would
-    /// deadlock a full round), [`Error::RoundConfig`] (N = 0, one encoder per party, sender
+    /// [`ConfigError::PartiesOutOfRange`], [`ConfigError::QueueTooSmall`] (a capacity below P would
+    /// deadlock a full round), [`ConfigError::Round`] (N = 0, one encoder per party, sender
     /// ids beyond `u32`, a local sender the transport calls remote, sizes that overflow);
     /// backend allocation errors.
     pub fn new(
@@ -534,45 +535,45 @@ where
         let p = config.parties;
         let max = MAX_PARTIES.min(u32::MAX as usize);
         if p == 0 || p > max {
-            return Err(Error::PartiesOutOfRange { parties: p, max }.into());
+            return Err(Error::Config(ConfigError::PartiesOutOfRange { parties: p, max }).into());
         }
         if config.n == 0 {
-            return Err(Error::RoundConfig {
+            return Err(Error::Config(ConfigError::Round {
                 reason: "N must be at least 1",
-            }
+            })
             .into());
         }
         if config.first_sender as u64 + p as u64 > u32::MAX as u64 + 1 {
-            return Err(Error::RoundConfig {
+            return Err(Error::Config(ConfigError::Round {
                 reason: "first_sender + P exceeds the 32-bit sender ids",
-            }
+            })
             .into());
         }
         if config.timeout.is_some() && config.clock.is_none() {
-            return Err(Error::RoundConfig {
+            return Err(Error::Config(ConfigError::Round {
                 reason: "a timeout needs a clock (set RoundConfig::clock, or timeout: None)",
-            }
+            })
             .into());
         }
         let capacity = config.queue_capacity.unwrap_or(p);
         if capacity < p {
-            return Err(Error::QueueTooSmall {
+            return Err(Error::Config(ConfigError::QueueTooSmall {
                 capacity,
                 needed: p,
-            }
+            })
             .into());
         }
         let encoders: Vec<E> = encoders.into_iter().collect();
         if encoders.len() != p {
-            return Err(Error::RoundConfig {
+            return Err(Error::Config(ConfigError::Round {
                 reason: "give exactly one encoder per party",
-            }
+            })
             .into());
         }
         if (0..p).any(|i| transport.is_remote_sender(config.first_sender + i as u32)) {
-            return Err(Error::RoundConfig {
+            return Err(Error::Config(ConfigError::Round {
                 reason: "the transport claims a local sender id as remote",
-            }
+            })
             .into());
         }
         let packet_lens: Vec<usize> = encoders
@@ -583,7 +584,7 @@ where
         let remote_max = transport.max_remote_packets();
         let arena = remote_max
             .checked_mul(max_packet)
-            .ok_or(Error::RoundConfig {
+            .ok_or(ConfigError::Round {
                 reason: "remote packet storage overflows usize",
             })?;
 
@@ -852,8 +853,8 @@ where
     /// Waits (with the relax strategy) while earlier rounds are still in progress.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] when another party failed; [`Error::TicketOutOfOrder`],
-    /// [`Error::RoundMisuse`], [`Error::PartiesOutOfRange`] for a bad ticket or call order;
+    /// [`ProtocolError::Poisoned`] when another party failed; [`ProtocolError::TicketOutOfOrder`],
+    /// [`ProtocolError::RoundMisuse`], [`ConfigError::PartiesOutOfRange`] for a bad ticket or call order;
     /// backend and encoder errors (the update then stays in the residual: no mass is lost).
     /// Every error poisons the round.
     pub fn store_update(
@@ -887,7 +888,7 @@ where
         let checked = slot
             .buf
             .get(..slot.len)
-            .ok_or(Error::Truncated {
+            .ok_or(WireError::Truncated {
                 needed: slot.len,
                 got: slot.buf.len(),
             })
@@ -902,11 +903,11 @@ where
         if self.shared.board.try_push(st.index).is_err() {
             let party = st.index;
             return Err(self.fail(
-                Error::RoundMisuse {
+                Error::Protocol(ProtocolError::RoundMisuse {
                     party,
                     round,
                     reason: "the publication queue is full",
-                }
+                })
                 .into(),
             ));
         }
@@ -974,10 +975,10 @@ where
     /// `params -= update` (or `update / k`), and waits until every member is done reading.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] when another party failed; [`Error::RoundMisuse`] without a
+    /// [`ProtocolError::Poisoned`] when another party failed; [`ProtocolError::RoundMisuse`] without a
     /// joined round; for the leader, the transport's error and the validation errors
-    /// ([`Error::DuplicateSender`], [`Error::UnknownSender`], [`Error::WrongRound`],
-    /// [`Error::SenderMismatch`], the parse errors); backend errors. Every error poisons.
+    /// ([`ProtocolError::DuplicateSender`], [`ProtocolError::UnknownSender`], [`ProtocolError::WrongRound`],
+    /// [`ProtocolError::SenderMismatch`], the parse errors); backend errors. Every error poisons.
     pub fn apply_update(
         &mut self,
         params: &mut B::Buffer,
@@ -991,11 +992,11 @@ where
             let round = self.current_round();
             let party = self.state.index;
             return Err(self.fail(
-                Error::RoundMisuse {
+                Error::Protocol(ProtocolError::RoundMisuse {
                     party,
                     round,
                     reason: "apply_update without store_update or abstain",
-                }
+                })
                 .into(),
             ));
         };
@@ -1120,7 +1121,7 @@ where
     }
 
     /// Poisons the accumulator on behalf of this party (its work failed outside the round
-    /// protocol, say), so that every other party returns [`Error::Poisoned`] naming it.
+    /// protocol, say), so that every other party returns [`ProtocolError::Poisoned`] naming it.
     /// Returns `false` when it was already poisoned (the first poison wins).
     pub fn abort(&mut self, cause: PoisonCause) -> bool {
         let round = match self.state.phase {
@@ -1189,11 +1190,11 @@ where
         let party = self.state.index;
         if let Phase::Joined { round, .. } = self.state.phase {
             return Err(self.fail(
-                Error::RoundMisuse {
+                Error::Protocol(ProtocolError::RoundMisuse {
                     party,
                     round,
                     reason: "joined a round again before apply_update",
-                }
+                })
                 .into(),
             ));
         }
@@ -1205,10 +1206,10 @@ where
         let m = ticket.members;
         if m == 0 || m > self.config.parties {
             return Err(self.fail(
-                Error::PartiesOutOfRange {
+                Error::Config(ConfigError::PartiesOutOfRange {
                     parties: m,
                     max: self.config.parties,
-                }
+                })
                 .into(),
             ));
         }
@@ -1250,11 +1251,11 @@ where
         }
         if let Some(e) = current {
             return Err(self.fail(
-                Error::TicketOutOfOrder {
+                Error::Protocol(ProtocolError::TicketOutOfOrder {
                     party,
                     ticket: ticket.round,
                     current: self.base_round.wrapping_add(e as u64),
-                }
+                })
                 .into(),
             ));
         }
@@ -1278,11 +1279,11 @@ where
         };
         if let Some(reason) = reason {
             return Err(self.fail(
-                Error::RoundMisuse {
+                Error::Protocol(ProtocolError::RoundMisuse {
                     party,
                     round: ticket.round,
                     reason,
-                }
+                })
                 .into(),
             ));
         }
@@ -1308,7 +1309,10 @@ where
             Phase::Idle => self.current_round(),
         };
         self.state.phase = Phase::Idle;
-        if !matches!(error, RoundError::Round(Error::Poisoned { .. })) {
+        if !matches!(
+            error,
+            RoundError::Round(Error::Protocol(ProtocolError::Poisoned { .. }))
+        ) {
             self.shared.barrier.poison(Poison {
                 party: Some(self.state.index),
                 round,

@@ -11,7 +11,7 @@
 //! node that waits longer poisons the hub with a [`PoisonCause::TimedOut`] record naming
 //! the nodes that did not arrive. A node whose round failed before its exchange tells the
 //! others ([`Transport::fail_round`]), and dropping an endpoint poisons the hub too. Every
-//! other node's exchange then fails with [`Error::Poisoned`], whose `party` names the
+//! other node's exchange then fails with [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned), whose `party` names the
 //! *node* that failed (or, for a timeout, the node that gave up). A poisoned hub stays
 //! poisoned: the loopback is a transport for tests, and a failed exchange ends it.
 
@@ -20,6 +20,7 @@ use crate::barrier::{
     Barrier, PartySet, Poison, PoisonCause, Relax, SpinThenYield, Timeout, WaitStage,
 };
 use crate::error::Error;
+use crate::error::{CodecError, ConfigError};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -58,7 +59,7 @@ impl<R: Relax> LoopbackHub<R> {
     /// (unbounded without it); see [`LoopbackHub::with_timeout`].
     ///
     /// # Errors
-    /// [`Error::RoundConfig`] without nodes, or when sender ids overflow `u32`.
+    /// [`ConfigError::Round`] without nodes, or when sender ids overflow `u32`.
     pub fn new(parties_per_node: &[usize], max_packet_len: usize) -> Result<Arc<Self>, Error> {
         #[cfg(feature = "std")]
         let timeout = Some(Timeout::new(super::DEFAULT_TIMEOUT, super::std_clock));
@@ -86,9 +87,10 @@ impl<R: Relax> LoopbackHub<R> {
         timeout: Option<Timeout>,
     ) -> Result<Arc<Self>, Error> {
         if parties_per_node.is_empty() {
-            return Err(Error::RoundConfig {
+            return Err(ConfigError::Round {
                 reason: "a loopback hub needs at least one node",
-            });
+            }
+            .into());
         }
         let mut first_senders = Vec::with_capacity(parties_per_node.len());
         let mut total: u64 = 0;
@@ -96,9 +98,10 @@ impl<R: Relax> LoopbackHub<R> {
             first_senders.push(total as u32);
             total += p as u64;
             if total > u32::MAX as u64 {
-                return Err(Error::RoundConfig {
+                return Err(ConfigError::Round {
                     reason: "loopback sender ids exceed u32",
-                });
+                }
+                .into());
             }
         }
         let areas = parties_per_node
@@ -239,10 +242,11 @@ impl<R: Relax> Transport for Loopback<R> {
             for p in local.iter() {
                 let start = area.bytes.len();
                 if start + p.bytes.len() > area.bytes.capacity() {
-                    return Err(Error::BufferTooSmall {
+                    return Err(CodecError::BufferTooSmall {
                         needed: start + p.bytes.len(),
                         got: area.bytes.capacity(),
-                    });
+                    }
+                    .into());
                 }
                 area.bytes.extend_from_slice(p.bytes);
                 area.entries.push((p.sender, start, p.bytes.len()));
@@ -267,7 +271,7 @@ impl<R: Relax> Transport for Loopback<R> {
     }
 
     /// Poisons the hub with this node's failure: every other node's exchange of `round`
-    /// (and every later one) fails with [`Error::Poisoned`] naming this node and the cause.
+    /// (and every later one) fails with [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned) naming this node and the cause.
     fn fail_round(&mut self, round: u64, poison: &Poison) {
         self.hub.barrier.poison(Poison {
             party: Some(self.node as u32),

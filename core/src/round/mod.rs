@@ -33,7 +33,7 @@
 //!   construction against what a round needs (P slots; DL4J can deadlock when workers
 //!   outnumber queue slots, W9), and a push never blocks.
 //! * **Nothing hangs.** Any error of any party poisons the round; every other party returns
-//!   [`Error::Poisoned`] naming the party, the round and the cause, promptly (no
+//!   [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned) naming the party, the round and the cause, promptly (no
 //!   sleep-polling). With `std`, a party whose thread panics poisons too (its [`Party`]
 //!   handle sees the unwinding), and so does a party that drops its handle in the middle of
 //!   a round. **Every wait is bounded** by [`RoundConfig::timeout`] ([`DEFAULT_TIMEOUT`]
@@ -234,7 +234,7 @@ impl RoundConfig {
 ///
 /// Every member of a round holds the same ticket. Rounds run in order: a party holding the
 /// ticket of a later round waits until the rounds before it are over; a ticket of a round
-/// that is already over is an error ([`Error::TicketOutOfOrder`]).
+/// that is already over is an error ([`ProtocolError::TicketOutOfOrder`](crate::ProtocolError::TicketOutOfOrder)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ticket {
     /// The round's number.
@@ -357,7 +357,7 @@ pub enum RoundError<BE, TE> {
 }
 
 impl<BE, TE> RoundError<BE, TE> {
-    /// The core error, if this is one (for matching on [`Error::Poisoned`] and friends).
+    /// The core error, if this is one (for matching on [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned) and friends).
     pub fn core(&self) -> Option<&Error> {
         match self {
             RoundError::Round(e) => Some(e),
@@ -371,6 +371,24 @@ impl<BE, TE> From<Error> for RoundError<BE, TE> {
         RoundError::Round(e)
     }
 }
+
+/// `?` lifts each concern's error of the core into [`RoundError::Round`].
+macro_rules! round_error_from_concern {
+    ($($concern:ty),*) => {$(
+        impl<BE, TE> From<$concern> for RoundError<BE, TE> {
+            fn from(e: $concern) -> Self {
+                RoundError::Round(e.into())
+            }
+        }
+    )*};
+}
+round_error_from_concern!(
+    crate::error::WireError,
+    crate::error::CodecError,
+    crate::error::ConfigError,
+    crate::error::ProtocolError,
+    crate::error::CheckpointError
+);
 
 impl<BE: Classify, TE: Classify> Classify for RoundError<BE, TE> {
     fn kind(&self) -> ErrorKind {

@@ -48,6 +48,7 @@
 
 use crate::barrier::Poison;
 use crate::error::{Classify, Error};
+use crate::error::{CodecError, ProtocolError};
 use core::fmt;
 
 /// One local packet of the round: the global sender id and the packet's bytes (zero or more
@@ -199,7 +200,7 @@ impl<'a> RemotePackets<'a> {
     /// Records a packet of `sender` by copying `bytes` into the arena.
     ///
     /// # Errors
-    /// [`Error::TooManyRemotePackets`], [`Error::BufferTooSmall`] (arena full).
+    /// [`ProtocolError::TooManyRemotePackets`], [`CodecError::BufferTooSmall`] (arena full).
     pub fn push(&mut self, sender: u32, bytes: &[u8]) -> Result<(), Error> {
         self.reserve(sender, bytes.len())?.copy_from_slice(bytes);
         Ok(())
@@ -227,16 +228,18 @@ impl<'a> RemotePackets<'a> {
     /// As [`RemotePackets::push`].
     pub fn commit(&mut self, sender: u32, len: usize) -> Result<(), Error> {
         if self.count == self.entries.len() {
-            return Err(Error::TooManyRemotePackets {
+            return Err(ProtocolError::TooManyRemotePackets {
                 max: self.entries.len(),
-            });
+            }
+            .into());
         }
         let free = self.arena.len() - self.used;
         if len > free {
-            return Err(Error::BufferTooSmall {
+            return Err(CodecError::BufferTooSmall {
                 needed: self.used + len,
                 got: self.arena.len(),
-            });
+            }
+            .into());
         }
         self.entries[self.count] = RemoteEntry {
             sender,
@@ -306,7 +309,7 @@ pub trait Transport {
     fn max_remote_packets(&self) -> usize;
 
     /// Whether `sender` is the global id of a party on another node. Remote packets from any
-    /// other id are rejected ([`Error::UnknownSender`], or [`Error::DuplicateSender`] for a
+    /// other id are rejected ([`ProtocolError::UnknownSender`], or [`ProtocolError::DuplicateSender`] for a
     /// local id).
     fn is_remote_sender(&self, sender: u32) -> bool;
 

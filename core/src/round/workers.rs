@@ -11,7 +11,7 @@
 //! callback, and goes on until `rounds` rounds are done or the callback breaks.
 //!
 //! When a worker's closure fails or panics, the worker poisons the round, every other
-//! worker returns [`crate::Error::Poisoned`] naming it, and [`run`] returns
+//! worker returns [`crate::error::ProtocolError::Poisoned`] naming it, and [`run`] returns
 //! [`RunError::Failed`] with every worker's failure, the original one first, each with the
 //! instant it was observed.
 //!
@@ -56,6 +56,7 @@ use super::{Accumulator, RoundError, RoundSummary, Ticket};
 use crate::backend::Backend;
 use crate::barrier::{PoisonCause, Relax};
 use crate::error::{Classify, Error, ErrorKind};
+use crate::error::{ConfigError, ProtocolError};
 use crate::packet::PartyEncoder;
 use crate::round::Transport;
 use alloc::boxed::Box;
@@ -193,7 +194,9 @@ impl<X, BE, TE> WorkerError<X, BE, TE> {
     pub fn is_poisoned(&self) -> bool {
         matches!(
             self,
-            WorkerError::Round(RoundError::Round(Error::Poisoned { .. }))
+            WorkerError::Round(RoundError::Round(Error::Protocol(
+                ProtocolError::Poisoned { .. }
+            )))
         )
     }
 }
@@ -298,9 +301,12 @@ where
     let p = acc.config().parties;
     let n = acc.config().n;
     if replicas.len() != p {
-        return Err(RunError::Setup(RoundError::Round(Error::RoundConfig {
-            reason: "run needs exactly one replica per party",
-        })));
+        return Err(RunError::Setup(RoundError::Round(
+            ConfigError::Round {
+                reason: "run needs exactly one replica per party",
+            }
+            .into(),
+        )));
     }
     if let Some(poison) = acc.poisoned() {
         return Err(RunError::Setup(RoundError::Round(poison.to_error())));
