@@ -36,22 +36,8 @@ pub struct VectorStats {
 impl VectorStats {
     /// The L2 norm, `sqrt(sum_sq)`.
     pub fn l2(&self) -> f64 {
-        libm_sqrt(self.sum_sq)
+        libm::sqrt(self.sum_sq)
     }
-}
-
-/// Square root without std (Newton iterations on f64; exact enough for statistics).
-fn libm_sqrt(x: f64) -> f64 {
-    if x <= 0.0 || !x.is_finite() {
-        return if x.is_nan() { f64::NAN } else { x.max(0.0) };
-    }
-    // Start from a power-of-two estimate, then Newton.
-    let exp = ((x.to_bits() >> 52) & 0x7FF) as i64 - 1023;
-    let mut r = f64::from_bits(((((exp / 2) + 1023) as u64) & 0x7FF) << 52);
-    for _ in 0..8 {
-        r = 0.5 * (r + x / r);
-    }
-    r
 }
 
 /// What clipping removed from a vector.

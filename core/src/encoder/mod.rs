@@ -110,7 +110,6 @@
 //! ```
 
 pub mod checkpoint;
-mod math;
 pub mod policy;
 pub mod stats;
 
@@ -471,7 +470,8 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
         }
         let ramp_factor = match config.warmup {
             Warmup::Ramp { rounds, start, end } if rounds > 1 => {
-                math::root(end / start, rounds as u64 - 1)
+                // The factor whose (rounds - 1)-th power is end / start.
+                libm::pow(end / start, 1.0 / (rounds - 1) as f64)
             }
             _ => 1.0,
         };
@@ -646,7 +646,7 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
             // The last ramp round sends exactly `end`, whatever the rounding of the factor.
             Warmup::Ramp { rounds, end, .. } if index + 1 == rounds as u64 => Phase::Ramp(end),
             Warmup::Ramp { start, .. } => {
-                Phase::Ramp((start * math::powi(self.ramp_factor, index)).clamp(0.0, 1.0))
+                Phase::Ramp((start * libm::pow(self.ramp_factor, index as f64)).clamp(0.0, 1.0))
             }
         }
     }
@@ -746,7 +746,7 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
                     Chooser::Nobody,
                 ),
                 Phase::Ramp(density) => {
-                    let k = math::ceil_u64(density * info.len as f64).clamp(1, info.len as u64);
+                    let k = ceil_u64(density * info.len as f64).clamp(1, info.len as u64);
                     let limits =
                         limits.with(Some(k.min(u32::MAX as u64) as u32), EncodingMode::Auto);
                     match ramp_tau(backend, residual, info.range(), k)? {
@@ -932,12 +932,28 @@ impl<B: Backend, P: ThresholdPolicy, const S: usize> PartyEncoder<B> for Encoder
     }
 }
 
+/// The smallest integer `>= x` as a `u64`: `0` for `x <= 0` or NaN, `u64::MAX` past it (the
+/// float-to-integer cast saturates).
+pub(crate) fn ceil_u64(x: f64) -> u64 {
+    libm::ceil(x) as u64
+}
+
 #[cfg(all(test, feature = "alloc"))]
 mod tests {
     use super::*;
     use crate::backend::Reference;
     use alloc::vec;
     use alloc::vec::Vec;
+
+    #[test]
+    fn ceil_u64_rounds_up_and_saturates() {
+        assert_eq!(ceil_u64(2.0), 2);
+        assert_eq!(ceil_u64(2.1), 3);
+        assert_eq!(ceil_u64(0.0), 0);
+        assert_eq!(ceil_u64(-1.5), 0);
+        assert_eq!(ceil_u64(f64::NAN), 0);
+        assert_eq!(ceil_u64(1e30), u64::MAX);
+    }
 
     #[test]
     fn ramp_tau_is_the_kth_largest_magnitude() {

@@ -28,7 +28,7 @@ use crate::codec::EncodingMode;
 use crate::error::ConfigError;
 use crate::wire::{self, Encoding, HEADER_LEN};
 
-use super::math;
+use super::ceil_u64;
 
 /// Kind codes of the built-in policies, stored in checkpoints and policy states. Custom
 /// policies should use codes from `0x80` up.
@@ -813,7 +813,7 @@ impl ByteBudget {
     /// The candidate density the controller aims at for a segment of `n` elements.
     pub fn target_density(&self, n: usize) -> f64 {
         let n = n.max(1);
-        let by_density = math::ceil_u64(n as f64 * self.max_density);
+        let by_density = ceil_u64(n as f64 * self.max_density);
         let by_bytes = ((self.budget - HEADER_LEN) / 4) as u64;
         let k = by_density.min(by_bytes) as f64 * Self::FILL;
         k.max(0.5) / n as f64
@@ -835,7 +835,8 @@ impl ThresholdPolicy for ByteBudget {
         }
         let r = self.density / self.target;
         let step = if r > 0.0 {
-            math::sqrt(math::sqrt(math::sqrt(r))).clamp(0.5, 2.0)
+            // The eighth root, as three square roots (each correctly rounded).
+            libm::sqrt(libm::sqrt(libm::sqrt(r))).clamp(0.5, 2.0)
         } else {
             0.5
         };
@@ -1051,7 +1052,7 @@ mod tests {
 
     #[test]
     fn decay_constant_is_dl4j() {
-        assert!((DEFAULT_DECAY - math::root(0.5, 20)).abs() < 1e-16);
+        assert!((DEFAULT_DECAY - libm::pow(0.5, 1.0 / 20.0)).abs() < 1e-16);
     }
 
     #[test]
