@@ -50,5 +50,5 @@ echo "== cargo test --workspace ${exclude[*]} --features $conformance_features,$
 cargo test --workspace "${exclude[@]}" --features "$conformance_features,$cli_features"
 
 echo "== loom models of the queue and the barrier"
-LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg gradcast_loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p gradcast-core --release --test loom

@@ -386,7 +386,7 @@ impl Relax for Spin {
         let mut spins = 0u32;
         while blocked() {
             if let Some(d) = deadline
-                && (cfg!(loom) || spins.is_multiple_of(64))
+                && (cfg!(gradcast_loom) || spins.is_multiple_of(64))
                 && d.has_passed()
             {
                 return false;
@@ -416,7 +416,7 @@ impl Relax for SpinThenYield {
             if deadline.is_some_and(Deadline::has_passed) {
                 return false;
             }
-            if cfg!(loom) {
+            if cfg!(gradcast_loom) {
                 // One scheduling point per check keeps loom's state space small.
                 spin_loop();
             } else if step <= SPIN_STEPS || cfg!(not(feature = "std")) {
@@ -449,7 +449,7 @@ pub struct Park {
 #[cfg(feature = "std")]
 impl Relax for Park {
     fn wait_while(&self, blocked: &mut dyn FnMut() -> bool, deadline: Option<&Deadline>) -> bool {
-        if !cfg!(loom) {
+        if !cfg!(gradcast_loom) {
             for step in 0..=SPIN_STEPS {
                 if !blocked() {
                     return true;
@@ -857,7 +857,7 @@ impl<R: Relax> fmt::Debug for Barrier<R> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(gradcast_loom)))]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! The synchronisation primitives the queue, the barrier and the round protocol are built on:
-//! `core`'s atomics normally, [loom]'s when the crate is compiled with `--cfg loom`
-//! (crossbeam's `primitive` shim). Every concurrent module imports through here and nowhere
+//! `core`'s atomics normally, [loom]'s when the crate is compiled with `--cfg gradcast_loom`
+//! (crossbeam's `primitive` shim). The cfg is prefixed so that it switches only this crate:
+//! dependencies that check the conventional `cfg(loom)` keep their normal code. Every
+//! concurrent module imports through here and nowhere
 //! else, so the loom models in `core/tests/loom.rs` check the very code that ships.
 //!
 //! Also here: [`UnsafeCell`] with loom's closure API (`with`, `with_mut`), so loom can detect
@@ -9,25 +11,25 @@
 //!
 //! [loom]: https://docs.rs/loom
 
-#[cfg(loom)]
+#[cfg(gradcast_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-#[cfg(not(loom))]
+#[cfg(not(gradcast_loom))]
 pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-/// `std`'s mutex and condition variable (loom's under `cfg(loom)`), for the parking relax
+/// `std`'s mutex and condition variable (loom's under `cfg(gradcast_loom)`), for the parking relax
 /// strategy.
-#[cfg(all(feature = "std", loom))]
+#[cfg(all(feature = "std", gradcast_loom))]
 pub(crate) use loom::sync::{Condvar, Mutex};
-#[cfg(all(feature = "std", not(loom)))]
+#[cfg(all(feature = "std", not(gradcast_loom)))]
 pub(crate) use std::sync::{Condvar, Mutex};
 
 /// One busy-wait step: the CPU's spin-loop hint (a yield to loom's scheduler under loom).
 #[inline]
 pub(crate) fn spin_loop() {
-    #[cfg(loom)]
+    #[cfg(gradcast_loom)]
     loom::hint::spin_loop();
-    #[cfg(not(loom))]
+    #[cfg(not(gradcast_loom))]
     core::hint::spin_loop();
 }
 
@@ -35,11 +37,11 @@ pub(crate) fn spin_loop() {
 /// scheduler under loom, and a spin-loop hint without either (there is nothing to yield to).
 #[inline]
 pub(crate) fn yield_now() {
-    #[cfg(loom)]
+    #[cfg(gradcast_loom)]
     loom::thread::yield_now();
-    #[cfg(all(not(loom), feature = "std"))]
+    #[cfg(all(not(gradcast_loom), feature = "std"))]
     std::thread::yield_now();
-    #[cfg(all(not(loom), not(feature = "std")))]
+    #[cfg(all(not(gradcast_loom), not(feature = "std")))]
     core::hint::spin_loop();
 }
 
@@ -59,16 +61,16 @@ pub(crate) fn panicking() -> bool {
 
 /// `core::cell::UnsafeCell` behind loom's closure API; under loom, loom's own cell, which
 /// reports accesses that are not ordered by happens-before.
-#[cfg(loom)]
+#[cfg(gradcast_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 
 /// `core::cell::UnsafeCell` behind loom's closure API (see the module docs).
-#[cfg(not(loom))]
+#[cfg(not(gradcast_loom))]
 #[derive(Debug, Default)]
 #[repr(transparent)]
 pub(crate) struct UnsafeCell<T: ?Sized>(core::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(gradcast_loom))]
 impl<T> UnsafeCell<T> {
     /// A cell holding `value`.
     #[inline]
@@ -77,7 +79,7 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(gradcast_loom))]
 impl<T: ?Sized> UnsafeCell<T> {
     /// Calls `f` with a shared pointer to the contents.
     #[inline]

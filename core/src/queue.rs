@@ -337,7 +337,7 @@ impl<T, S: AsRef<[Slot<T>]>> fmt::Debug for Queue<T, S> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(gradcast_loom)))]
 mod tests {
     use super::*;
     use core::sync::atomic::AtomicUsize as StdCounter;

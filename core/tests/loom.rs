@@ -3,16 +3,16 @@
 //! Loom runs each model under every interleaving (up to the preemption bound) and under the
 //! C11 memory model's weaker behaviours, and reports unsynchronised accesses to the
 //! `UnsafeCell`s behind the slots, the poison record and the round data. The crate's
-//! atomics come from `crate::primitive`, which switches to loom's under `--cfg loom`, so
+//! atomics come from `crate::primitive`, which switches to loom's under `--cfg gradcast_loom`, so
 //! these models check the shipped code.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p gradcast-core --release --test loom
+//! RUSTFLAGS="--cfg gradcast_loom" cargo test -p gradcast-core --release --test loom
 //! ```
 //!
 //! The preemption bound is 2 unless `LOOM_MAX_PREEMPTIONS` says otherwise (an unbounded
 //! search of the spinning models does not finish in useful time; 3 takes about two minutes).
-#![cfg(loom)]
+#![cfg(gradcast_loom)]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)] // test code is std
 
 use gradcast_core::barrier::{Barrier, Park, Poison, PoisonCause, Relax, Spin, Timeout, WaitStage};

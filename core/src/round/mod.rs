@@ -112,9 +112,9 @@
 //!   loopback; a stopped node is named by the others' exchange timeout).
 //! * Loom models of the queue, the barrier (a bounded wait included) and two small
 //!   round-protocol scenarios, with a preemption bound of 2 unless `LOOM_MAX_PREEMPTIONS`
-//!   says otherwise (a target directory of its own, since `--cfg loom` rebuilds
-//!   everything): `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p
-//!   gradcast-core --release --test loom`.
+//!   says otherwise (a target directory of its own, since `--cfg gradcast_loom` rebuilds
+//!   everything): `RUSTFLAGS="--cfg gradcast_loom" CARGO_TARGET_DIR=target/loom cargo test
+//!   -p gradcast-core --release --test loom`.
 //! * Miri (`rustup +nightly component add miri rust-src`), over the unit tests of the queue
 //!   and the barrier: `MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p
 //!   gradcast-core --lib -- queue barrier`, and over the threaded round-protocol tests (as
