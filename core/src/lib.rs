@@ -20,8 +20,12 @@
 //!
 //! Without features the crate needs neither `std` nor `alloc`: it builds for
 //! `thumbv7em-none-eabihf`. Feature `alloc` adds heap-backed conveniences, `std` adds
-//! parking, panic poisoning and the worker-thread helper. The error type implements
-//! `core::error::Error`.
+//! parking, panic poisoning and the worker-thread helper.
+//!
+//! Errors come in one enum per concern ([`WireError`] for message bytes, [`CodecError`],
+//! [`ConfigError`], [`ProtocolError`] for the round protocol, [`CheckpointError`]), gathered
+//! by [`Error`] and classified by the [`ErrorKind`] every backend shares; see [`error`].
+//! They implement `core::error::Error`, and their `Display` says what is wrong.
 //!
 //! # Example
 //!
