@@ -604,7 +604,7 @@ impl<R: Relax> Barrier<R> {
     /// (`party: None`, round 0, [`WaitStage::Barrier`]).
     ///
     /// # Errors
-    /// As [`Barrier::wait`]; the timed-out record as [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned).
+    /// As [`Barrier::wait`]; the timed-out record as [`ProtocolError::Poisoned`].
     pub fn wait_timeout(&self, parties: usize, timeout: Timeout) -> Result<WaitResult, Error> {
         self.wait_bounded(
             parties,
@@ -637,7 +637,7 @@ impl<R: Relax> Barrier<R> {
     /// for the lead action without a deadline (the lead action is bounded by its own means).
     ///
     /// # Errors
-    /// As [`Barrier::wait_with`]; the timed-out record as [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned).
+    /// As [`Barrier::wait_with`]; the timed-out record as [`ProtocolError::Poisoned`].
     pub fn wait_bounded(
         &self,
         parties: usize,
@@ -745,7 +745,7 @@ impl<R: Relax> Barrier<R> {
     /// [`Barrier::wait_until_bounded`].
     ///
     /// # Errors
-    /// [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned).
+    /// [`ProtocolError::Poisoned`].
     pub fn wait_until(&self, ready: impl FnMut() -> bool) -> Result<(), Error> {
         self.wait_until_bounded(ready, None, unreachable_poison)
     }
@@ -755,7 +755,7 @@ impl<R: Relax> Barrier<R> {
     /// barrier is poisoned with `timed_out()` and that poison is returned.
     ///
     /// # Errors
-    /// [`ProtocolError::Poisoned`](crate::ProtocolError::Poisoned), the timed-out record included.
+    /// [`ProtocolError::Poisoned`], the timed-out record included.
     pub fn wait_until_bounded(
         &self,
         mut ready: impl FnMut() -> bool,
