@@ -254,7 +254,7 @@ pub fn launch_overhead(
     let mut out = out_buffer(n, &params);
     let s = ocl.encode(&mut residual, &params, &mut out).map_err(e)?;
     let message = out[..s.bytes].to_vec();
-    let msg = MessageView::parse(&message).map_err(BenchError::Core)?;
+    let msg = MessageView::parse(&message).map_err(|e| BenchError::Core(e.into()))?;
     let kernels = [0, 1, 1, 2, 1];
     let mut rows: Vec<LaunchRow> = LAUNCH_OPS
         .iter()

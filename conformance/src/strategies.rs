@@ -253,7 +253,7 @@ impl PolicySpec {
     /// # Panics
     /// Never for specs drawn by [`policy_spec`] (they are valid by construction).
     pub fn build(&self, len: usize, warmup: Warmup) -> Policy {
-        let policy: Result<Policy, gradcast_core::Error> = match *self {
+        let policy: Result<Policy, gradcast_core::ConfigError> = match *self {
             PolicySpec::Fixed(tau) => Fixed::new(tau).map(Policy::from),
             PolicySpec::Adaptive {
                 tau0,
