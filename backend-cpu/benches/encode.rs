@@ -74,9 +74,12 @@ fn main() {
         .unwrap_or(7);
     // GRADCAST_BENCH_ONLY=<substring>: keep only the configurations whose label contains it.
     let only = std::env::var("GRADCAST_BENCH_ONLY").unwrap_or_default();
+    // GRADCAST_BENCH_HUGE_PAGES=0: buffers without the transparent huge page advice.
+    let huge = std::env::var("GRADCAST_BENCH_HUGE_PAGES").map_or(true, |v| v != "0");
     let configs: Vec<_> = standard_configs()
         .into_iter()
         .filter(|(label, _)| label.contains(only.as_str()))
+        .map(|(label, c)| (label, c.with_huge_pages(huge)))
         .collect();
     println!(
         "| N | density | encoding | K | path | threads | read GB/s | encode GB/s | encode / read | decode GB/s | decode / read | validate + decode M entries/s |"

@@ -369,7 +369,8 @@ pub fn standard_configs() -> Vec<(String, CpuConfig)> {
 /// and the read bandwidth of the same buffer, in `reps` interleaved rounds (each round: the
 /// one-thread sum, then for every configuration a sum with its thread count, its encode and
 /// its decode), so that a noisy neighbour slows all of them alike. Every configuration's message is compared with the first one's
-/// ([`CpuReport::messages_identical`]).
+/// ([`CpuReport::messages_identical`]). The residual and the decode target are allocated
+/// with the first configuration's [`CpuConfig::huge_pages`].
 ///
 /// # Errors
 /// Backend errors.
@@ -382,7 +383,8 @@ pub fn cpu_report(
     let host = synthetic_residual(n, density, 0x9E37_79B9 ^ n as u64);
     let params = EncodeParams::new(TAU);
     let cpus: Vec<Cpu> = configs.iter().map(|(_, c)| Cpu::new(*c)).collect();
-    let any = Cpu::portable();
+    let huge = configs.first().is_none_or(|(_, c)| c.huge_pages);
+    let any = Cpu::new(CpuConfig::portable().with_huge_pages(huge));
     let mut buf = any.alloc(n)?;
     let mut target = any.alloc(n)?;
     let mut out = out_buffer(n, &params);

@@ -403,6 +403,34 @@ fn encode_dense(
     Ok(seal(out, &plan, params, n))
 }
 
+/// The size of a transparent huge page on x86-64 and on aarch64 with 4 KiB pages (on other
+/// page sizes a multiple of the base page, so still a valid `madvise` range).
+#[cfg(target_os = "linux")]
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks the kernel to back the 2 MiB-aligned part of `buf` with transparent huge pages.
+/// Called on fresh, untouched allocations, so the first write of each 2 MiB region faults
+/// in a huge page (with the kernel's THP mode `always` or `madvise`). Only an advice: the
+/// contents never change and a refusal (THP off, an old kernel) is ignored.
+pub(crate) fn advise_huge_pages(buf: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + core::mem::size_of_val(buf);
+        let from = start.next_multiple_of(HUGE_PAGE);
+        let to = end / HUGE_PAGE * HUGE_PAGE;
+        if to > from {
+            // SAFETY: `[from, to)` lies inside `buf`, which is borrowed mutably, and is
+            // page-aligned; MADV_HUGEPAGE changes how the kernel backs those pages, never
+            // their contents or the mapping, so no Rust reference is affected.
+            let _ =
+                unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 /// The fewest sparse entries a decode thread handles.
 const SPARSE_DECODE_PER_THREAD: usize = 1 << 15;
 

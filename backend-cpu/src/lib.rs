@@ -123,6 +123,13 @@ pub struct CpuConfig {
     /// The widest SIMD instructions the fast path may use (the best the CPU has up to
     /// this); [`Simd::None`] forces its scalar fallback.
     pub simd: Simd,
+    /// Whether [`Backend::alloc`] asks the kernel to back large buffers with transparent
+    /// huge pages (`madvise(MADV_HUGEPAGE)` on Linux with feature `std`; default `true`).
+    /// A sparse decode-add touches one element every few KiB of its target: with 4 KiB
+    /// pages each entry is a TLB miss too, with 2 MiB pages almost none is. Every 2 MiB
+    /// region touched then takes 2 MiB of memory, which a fully used buffer does anyway.
+    /// Elsewhere, or if the kernel refuses, it has no effect.
+    pub huge_pages: bool,
 }
 
 impl CpuConfig {
@@ -133,6 +140,7 @@ impl CpuConfig {
             threads: 1,
             min_chunk: 1 << 16,
             simd: Simd::None,
+            huge_pages: true,
         }
     }
 
@@ -144,6 +152,7 @@ impl CpuConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             min_chunk: 1 << 16,
             simd: Simd::Avx512,
+            huge_pages: true,
         }
     }
 
@@ -169,6 +178,13 @@ impl CpuConfig {
     /// a CPU that has a wider one, as the conformance suite does).
     pub fn with_max_simd(mut self, simd: Simd) -> Self {
         self.simd = simd;
+        self
+    }
+
+    /// The same configuration with transparent huge pages asked for large buffers or not
+    /// ([`CpuConfig::huge_pages`]).
+    pub fn with_huge_pages(mut self, huge_pages: bool) -> Self {
+        self.huge_pages = huge_pages;
         self
     }
 }
@@ -344,7 +360,16 @@ impl Backend for Cpu {
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>, CpuError> {
-        Ok(alloc::vec![0.0; len])
+        let buf = alloc::vec![0.0; len];
+        #[cfg(feature = "std")]
+        let buf = {
+            let mut buf = buf;
+            if self.config.huge_pages {
+                fast::advise_huge_pages(&mut buf);
+            }
+            buf
+        };
+        Ok(buf)
     }
 
     fn len(&self, buf: &Vec<f32>) -> usize {
