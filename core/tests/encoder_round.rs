@@ -131,7 +131,7 @@ fn clipping_semantics_and_accounting() {
         let (stats, _) = d.step(&dyadic_update(5, r, n, true));
         assert_eq!(stats.index, r);
         let max = d.residual.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert_eq!(stats.residual_max, max);
+        assert_eq!(stats.residual_max, Some(max));
         if r > 0 && r % 3 == 0 {
             // Clipped to +-C tau with the tau just used.
             assert!(max <= 2.0 * tau, "round {r}: max {max}");
@@ -435,11 +435,15 @@ fn statistics_are_consistent() {
         assert_eq!(Some(msg.encoding()), s.encoding);
         assert!(s.candidates >= s.entries);
         let sum_sq: f64 = d.residual.iter().map(|&v| v as f64 * v as f64).sum();
-        assert!((s.residual_l2 - sum_sq.sqrt()).abs() <= 1e-12 * sum_sq.sqrt());
+        let l2 = s.residual_l2.expect("residual statistics are on");
+        assert!((l2 - sum_sq.sqrt()).abs() <= 1e-12 * sum_sq.sqrt());
         assert_eq!(
             s.residual_max,
-            d.residual.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+            Some(d.residual.iter().fold(0.0f32, |m, v| m.max(v.abs())))
         );
+        let seg = d.encoder.segment_stats().next().unwrap();
+        assert_eq!(seg.residual_sum_sq, Some(sum_sq));
+        assert_eq!(seg.residual_l2, Some(l2));
         assert!((s.compression() - s.dense_bytes as f64 / s.message_bytes as f64).abs() < 1e-12);
         bytes += s.message_bytes as u64;
         entries += s.entries;
@@ -468,7 +472,12 @@ fn statistics_are_consistent() {
     .unwrap();
     let mut d = Driver::new(enc);
     let (s, _) = d.step(&update(8, 0, n, 1e-3));
-    assert!(s.residual_l2.is_nan() && s.residual_max.is_nan());
+    assert_eq!((s.residual_l2, s.residual_max), (None, None));
+    let seg = d.encoder.segment_stats().next().unwrap();
+    assert_eq!(
+        (seg.residual_sum_sq, seg.residual_l2, seg.residual_max),
+        (None, None, None)
+    );
 }
 
 #[test]

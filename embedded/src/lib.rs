@@ -206,7 +206,7 @@ impl fmt::Display for RoundLine<'_> {
             f,
             "round index={} round={} warmup={} messages={} sparse={} bitmap={} dense={} \
              truncated={} entries={} candidates={} bytes={} tau={:08x} tau_max={:08x} \
-             density={:016x} l2={:016x} max={:08x} clipped={} clipped_mass={:016x}",
+             density={:016x} l2={} max={} clipped={} clipped_mass={:016x}",
             s.index,
             s.round,
             u8::from(s.warmup),
@@ -221,11 +221,23 @@ impl fmt::Display for RoundLine<'_> {
             s.tau.to_bits(),
             s.tau_max.to_bits(),
             s.density.to_bits(),
-            s.residual_l2.to_bits(),
-            s.residual_max.to_bits(),
+            Bits(s.residual_l2.map(|v| (v.to_bits(), 16))),
+            Bits(s.residual_max.map(|v| (u64::from(v.to_bits()), 8))),
             s.clipped_elements,
             s.clipped_mass.to_bits(),
         )
+    }
+}
+
+/// A statistic's bits in hex (`(bits, digits)`), or `none` when it was not computed.
+struct Bits(Option<(u64, usize)>);
+
+impl fmt::Display for Bits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((bits, digits)) => write!(f, "{bits:0digits$x}"),
+            None => f.write_str("none"),
+        }
     }
 }
 

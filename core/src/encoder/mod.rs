@@ -252,7 +252,8 @@ pub struct EncoderConfig {
     /// Whether to compute the residual's L2 norm and largest value each round: one more
     /// pass over the residual (on a device backend, a download of N floats, since the sum of
     /// squares is an f64 sum in index order that must match the reference bit for bit), so
-    /// it is off by default and the statistics are NaN; turn it on when you log or plot them.
+    /// it is off by default and the statistics are `None`; turn it on when you log or plot
+    /// them.
     pub residual_stats: bool,
 }
 
@@ -713,16 +714,8 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
             density: 0.0,
             message_bytes: 0,
             dense_bytes: 4 * self.n as u64,
-            residual_l2: if self.config.residual_stats {
-                0.0
-            } else {
-                f64::NAN
-            },
-            residual_max: if self.config.residual_stats {
-                0.0
-            } else {
-                f32::NAN
-            },
+            residual_l2: None,
+            residual_max: self.config.residual_stats.then_some(0.0),
             clipped_elements: 0,
             clipped_mass: 0.0,
         };
@@ -790,11 +783,10 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
                 }
                 _ => ClipStats::default(),
             };
-            let (seg_sum_sq, seg_l2, seg_max) = if self.config.residual_stats {
-                let v = backend.stats(residual, info.range())?;
-                (v.sum_sq, v.l2(), v.max_abs)
+            let residual_stats = if self.config.residual_stats {
+                Some(backend.stats(residual, info.range())?)
             } else {
-                (f64::NAN, f64::NAN, f32::NAN)
+                None
             };
             let (entries, candidates) = if dense {
                 (info.len as u64, info.len as u64)
@@ -814,9 +806,9 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
                 warmup: total.warmup,
                 message_bytes: summary.bytes,
                 dense_bytes: 4 * info.len as u64,
-                residual_sum_sq: seg_sum_sq,
-                residual_l2: seg_l2,
-                residual_max: seg_max,
+                residual_sum_sq: residual_stats.map(|v| v.sum_sq),
+                residual_l2: residual_stats.map(|v| v.l2()),
+                residual_max: residual_stats.map(|v| v.max_abs),
                 clipped_elements: clip.elements,
                 clipped_mass: clip.mass,
             };
@@ -850,20 +842,22 @@ impl<P: ThresholdPolicy, const S: usize> Encoder<P, S> {
             total.entries += entries;
             total.candidates += candidates;
             total.message_bytes += summary.bytes;
-            if self.config.residual_stats {
-                sum_sq += seg_sum_sq;
-                total.residual_max = total.residual_max.max(seg_max);
+            if let (Some(v), Some(max)) = (residual_stats, total.residual_max.as_mut()) {
+                sum_sq += v.sum_sq;
+                *max = max.max(v.max_abs);
             }
             total.clipped_elements += clip.elements;
             total.clipped_mass += clip.mass;
         }
         total.density = total.entries as f64 / self.n as f64;
         if self.config.residual_stats {
-            total.residual_l2 = crate::backend::VectorStats {
-                sum_sq,
-                max_abs: 0.0,
-            }
-            .l2();
+            total.residual_l2 = Some(
+                crate::backend::VectorStats {
+                    sum_sq,
+                    max_abs: 0.0,
+                }
+                .l2(),
+            );
         }
         self.segs = segs;
         self.cumulative.add(&total);

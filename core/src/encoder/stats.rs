@@ -5,7 +5,7 @@
 use crate::wire::Encoding;
 
 /// Equality field by field, floats by bit pattern: statistics use NaN for "no value" (a dense
-/// round's threshold, residual statistics that are off), and a round compares equal to itself.
+/// round's threshold), and a round compares equal to itself.
 trait Same {
     fn same(&self, other: &Self) -> bool;
 }
@@ -32,7 +32,17 @@ macro_rules! same_by_eq {
     };
 }
 
-same_by_eq!(u16, u64, usize, bool, Encoding, Option<Encoding>);
+same_by_eq!(u16, u64, usize, bool, Encoding);
+
+impl<T: Same> Same for Option<T> {
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
 
 macro_rules! bitwise_eq {
     ($t:ident { $($f:ident),* $(,)? }) => {
@@ -107,7 +117,7 @@ bitwise_eq!(CumulativeStats {
 
 /// What one round did to one segment.
 ///
-/// Equality compares floats by bit pattern (NaN marks absent values).
+/// Equality compares floats by bit pattern (NaN marks a dense message's absent threshold).
 #[derive(Clone, Copy, Debug)]
 pub struct SegmentStats {
     /// The segment id (0 for an unsegmented encoder).
@@ -134,13 +144,16 @@ pub struct SegmentStats {
     pub message_bytes: usize,
     /// What the same values would take as plain f32: `4 N` bytes.
     pub dense_bytes: u64,
-    /// Sum of squares of the residual after the round (commit and clipping), f64; NaN when
-    /// residual statistics are off.
-    pub residual_sum_sq: f64,
-    /// L2 norm of the residual after the round; NaN when residual statistics are off.
-    pub residual_l2: f64,
-    /// Largest absolute residual value after the round; NaN when residual statistics are off.
-    pub residual_max: f32,
+    /// Sum of squares of the residual after the round (commit and clipping), f64; `None`
+    /// when residual statistics are off ([`EncoderConfig::residual_stats`]).
+    ///
+    /// [`EncoderConfig::residual_stats`]: super::EncoderConfig::residual_stats
+    pub residual_sum_sq: Option<f64>,
+    /// L2 norm of the residual after the round; `None` when residual statistics are off.
+    pub residual_l2: Option<f64>,
+    /// Largest absolute residual value after the round; `None` when residual statistics are
+    /// off.
+    pub residual_max: Option<f32>,
     /// Elements clipped this round.
     pub clipped_elements: u64,
     /// Mass clipped this round: the sum of `|x| - C tau` over the clipped elements.
@@ -149,7 +162,7 @@ pub struct SegmentStats {
 
 /// What one round did to the whole vector (every segment).
 ///
-/// Equality compares floats by bit pattern (NaN marks absent values).
+/// Equality compares floats by bit pattern (NaN marks a dense message's absent threshold).
 #[derive(Clone, Copy, Debug)]
 pub struct RoundStats {
     /// The encoder's round index: rounds encoded before this one (warm-up and clipping
@@ -188,10 +201,14 @@ pub struct RoundStats {
     pub message_bytes: usize,
     /// What the vector would take as plain f32: `4 N` bytes.
     pub dense_bytes: u64,
-    /// L2 norm of the whole residual after the round; NaN when residual statistics are off.
-    pub residual_l2: f64,
-    /// Largest absolute residual value after the round; NaN when residual statistics are off.
-    pub residual_max: f32,
+    /// L2 norm of the whole residual after the round; `None` when residual statistics are off
+    /// ([`EncoderConfig::residual_stats`]).
+    ///
+    /// [`EncoderConfig::residual_stats`]: super::EncoderConfig::residual_stats
+    pub residual_l2: Option<f64>,
+    /// Largest absolute residual value after the round; `None` when residual statistics are
+    /// off.
+    pub residual_max: Option<f32>,
     /// Elements clipped this round.
     pub clipped_elements: u64,
     /// Mass clipped this round (sum of `|x| - C tau` over the clipped elements).
