@@ -735,3 +735,118 @@ fn summaries_report_bytes_and_times() {
     }
     assert_eq!(summaries.iter().filter(|(_, s)| s.led).count(), 1);
 }
+
+/// `round_local`: one thread drives every party; the round's decoded sum and scale equal the
+/// oracle's, for the sum and the mean, and the residuals follow the oracle's.
+#[test]
+fn round_local_yields_the_oracles_sum() {
+    for step in [Step::Sum, Step::Mean] {
+        let (p, n) = (3, 20);
+        let mut config = RoundConfig::new(p, n);
+        config.step = step;
+        let mut acc: Acc =
+            Accumulator::new(Reference, config, vec![FixedEncoder::new(TAU); p], Local).unwrap();
+        let mut oracle = Oracle::new(p, n, TAU);
+        let mut sum = vec![f32::NAN; n]; // garbage: round_local zeroes it
+        let mut published = vec![Default::default(); p];
+        for round in 0..rounds(30) {
+            for i in 0..p {
+                update_of(i as u32, round, acc.update_mut(i));
+            }
+            let s = acc.round_local(&mut sum, &mut published).unwrap();
+            let (want, scale) = oracle.round(round, &[0, 1, 2], step);
+            assert_bits_eq(&sum, &want, "decoded sum");
+            assert_eq!(s.scale.to_bits(), scale.to_bits());
+            assert_eq!((s.round, s.packets, s.members), (round, p, p));
+            let bytes: usize = published.iter().map(|x| x.bytes).sum();
+            assert_eq!(s.bytes_published, bytes);
+            for i in 0..p {
+                assert_eq!(published[i].round, round);
+                assert_bits_eq(acc.residual(i), &oracle.residuals[i], "residual");
+            }
+        }
+        assert_eq!(acc.next_round(), rounds(30));
+    }
+}
+
+/// `round_local` and the threaded path agree: stepping with the yielded sum gives the
+/// threaded replicas, bit for bit, and both paths can alternate on one accumulator.
+#[test]
+fn round_local_and_threads_agree() {
+    let (p, n) = (2, 16);
+    let mut local = acc(p, n);
+    let mut threaded = acc(p, n);
+    let mut from_local = vec![0.5f32; n];
+    let mut replicas = vec![vec![0.5f32; n]; p];
+    let mut sum = vec![0.0f32; n];
+    let mut published = vec![Default::default(); p];
+    for round in 0..rounds(10) {
+        for i in 0..p {
+            update_of(i as u32, round, local.update_mut(i));
+        }
+        let s = local.round_local(&mut sum, &mut published).unwrap();
+        gradcast_core::backend::slices::sub_scaled(&mut from_local, &sum, s.scale);
+        std::thread::scope(|sc| {
+            for (mut party, params) in threaded.parties().zip(replicas.iter_mut()) {
+                sc.spawn(move || {
+                    let mut update = vec![0.0; n];
+                    update_of(party.sender(), round, &mut update);
+                    party.store_update(Ticket::new(round, p), &update).unwrap();
+                    party.apply_update(params).unwrap();
+                });
+            }
+        });
+        assert_bits_eq(&from_local, &replicas[0], "round_local vs threads");
+        assert_bits_eq(&replicas[1], &replicas[0], "threaded replicas");
+    }
+}
+
+/// A transport failure in `round_local` credits every packet back: the residuals hold their
+/// old mass plus the update, the round does not advance, and the next round works.
+#[test]
+fn round_local_refunds_on_transport_failure() {
+    let n = 12;
+    let mut acc: Acc<Injector> = Accumulator::new(
+        Reference,
+        RoundConfig::new(2, n),
+        vec![FixedEncoder::new(0.25); 2],
+        Injector {
+            mode: Inject::Fail,
+            n,
+        },
+    )
+    .unwrap();
+    // Values f32 represents exactly, so the refund is exact.
+    let update = [
+        0.75f32, -1.25, 0.125, 0.5, -0.25, 0.0, 1.0, 2.0, -0.5, 0.0, 0.0, 0.375,
+    ];
+    for i in 0..2 {
+        acc.update_mut(i).copy_from_slice(&update);
+    }
+    let mut sum = vec![0.0f32; n];
+    let mut published = vec![Default::default(); 2];
+    let e = acc.round_local(&mut sum, &mut published).unwrap_err();
+    assert!(matches!(e, RoundError::Transport(_)), "{e}");
+    for i in 0..2 {
+        assert_bits_eq(acc.residual(i), &update, "refunded residual");
+    }
+    assert_eq!(acc.next_round(), 0);
+    assert!(acc.poisoned().is_none());
+    // Too few `Published` slots is misuse; a short `sum` is a size error.
+    let e = acc.round_local(&mut sum, &mut published[..1]).unwrap_err();
+    assert!(matches!(e.core(), Some(Error::RoundMisuse { .. })), "{e}");
+    let e = acc
+        .round_local(&mut sum[..3].to_vec(), &mut published)
+        .unwrap_err();
+    assert!(
+        matches!(e.core(), Some(Error::TargetSizeMismatch { .. })),
+        "{e}"
+    );
+    // A working transport continues from round 0 with the refunded residuals.
+    acc.transport().mode = Inject::Valid;
+    for i in 0..2 {
+        acc.update_mut(i).fill(0.0);
+    }
+    let s = acc.round_local(&mut sum, &mut published).unwrap();
+    assert_eq!((s.round, s.packets, s.remote_packets), (0, 3, 1));
+}

@@ -712,12 +712,7 @@ where
                     .filter(|s| s.published == Some(round))
                 {
                     // SAFETY: `&mut self`: no party handle exists, nobody else touches slots.
-                    let bytes = unsafe { self.shared.slots[s.index as usize].bytes() };
-                    for m in Messages::new(bytes) {
-                        self.backend
-                            .decode_add(&m?, &mut s.residual)
-                            .map_err(RoundError::Backend)?;
-                    }
+                    unsafe { refund(&self.backend, &self.shared.slots, s) }?;
                     report.refunded_packets += 1;
                 }
             }
@@ -766,6 +761,272 @@ where
         report.next_round = self.base_round;
         Ok(report)
     }
+}
+
+impl<B, E, T, R> Accumulator<B, E, T, R>
+where
+    B: Backend,
+    E: PartyEncoder<B>,
+    T: Transport,
+    R: Relax,
+{
+    /// Runs one round for every local party from the calling thread, and writes the round's
+    /// decoded sum into `sum` instead of stepping parameters: the entry point for callers
+    /// that hold every local replica themselves (a training driver that shares gradients
+    /// and lets each replica's optimizer step on the same aggregated gradient).
+    ///
+    /// Before the call, each party's update lies in its update buffer
+    /// ([`Accumulator::update_mut`]). In party order, each party adds its update to its
+    /// residual and encodes (encode, then commit); `published[i]` receives party `i`'s
+    /// packet length and encode time. Then, as the leader of a threaded round would, this
+    /// thread exchanges with the transport, validates every remote packet, and decodes
+    /// every packet of the round once, in global sender order, into `sum` (zeroed first).
+    /// The summary's `scale` is what [`Step`] asks for (1, or 1/k for k packets): the
+    /// caller applies it. No barrier is involved, so the result is the same as the
+    /// threaded path's decode, bit for bit, and the same on every node.
+    ///
+    /// Every party contributes (members = P). The summary's per-party fields describe
+    /// party 0; `encode_ns` is the sum over parties.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] when a threaded round poisoned the accumulator (call
+    /// [`Accumulator::reset`]); [`Error::RoundMisuse`] when a threaded round is in progress
+    /// or `published` is shorter than P; [`Error::TargetSizeMismatch`] when `sum` is not N
+    /// long; the transport's and the validation errors; backend and encoder errors. On any
+    /// error after the first party encoded, every packet of the round is credited back to
+    /// its sender's residual (nothing is lost: the updates stay in the residuals, as
+    /// [`Accumulator::reset`] does for an unfinished round) and the round number does not
+    /// advance.
+    pub fn round_local(
+        &mut self,
+        sum: &mut B::Buffer,
+        published: &mut [Published],
+    ) -> Result<RoundSummary, RoundError<B::Error, T::Error>> {
+        let round = self.next_round();
+        let p = self.config.parties;
+        if let Some(poison) = self.shared.barrier.poisoned() {
+            return Err(poison.to_error().into());
+        }
+        let misuse = |reason| {
+            RoundError::Round(Error::RoundMisuse {
+                party: 0,
+                round,
+                reason,
+            })
+        };
+        if self.shared.joined.load(Ordering::Relaxed) != 0
+            || self.parties.iter().any(|s| s.phase != Phase::Idle)
+        {
+            return Err(misuse("round_local while a threaded round is in progress"));
+        }
+        if published.len() < p {
+            return Err(misuse("round_local needs one `Published` per party"));
+        }
+        let len = self.backend.len(sum);
+        if len != self.config.n {
+            return Err(Error::TargetSizeMismatch {
+                message_n: self.config.n.min(u32::MAX as usize) as u32,
+                offset: 0,
+                target_len: len,
+            }
+            .into());
+        }
+        let mut encode_ns = 0u64;
+        for i in 0..p {
+            let t = now(&self.config);
+            let result = self.encode_local(i, round);
+            let bytes = match result {
+                Ok(bytes) => bytes,
+                Err(e) => return Err(self.refund_round(round, e)),
+            };
+            let ns = now(&self.config).saturating_sub(t);
+            encode_ns += ns;
+            published[i] = Published {
+                round,
+                bytes,
+                encode_ns: ns,
+            };
+        }
+        let t1 = now(&self.config);
+        // SAFETY: `&mut self`: no party handle exists, so this thread is the round's only
+        // member and its leader.
+        if let Err(e) = unsafe { self.shared.lead(round, &self.config) } {
+            return Err(self.refund_round(round, e));
+        }
+        let t2 = now(&self.config);
+        // SAFETY: `&mut self`, after the lead: nobody writes the round data or the slots.
+        let data = unsafe { self.shared.data() };
+        // SAFETY: as above.
+        if let Err(e) = unsafe { decode_round(&self.backend, &self.shared.slots, data, sum) } {
+            return Err(self.refund_round(round, e));
+        }
+        let t3 = now(&self.config);
+        let summary = RoundSummary {
+            round,
+            members: p,
+            packets: data.order.len(),
+            local_packets: data.local.len(),
+            remote_packets: data.remote_count,
+            bytes_published: data.local_bytes,
+            bytes_received: data.remote_bytes,
+            own_bytes: published[0].bytes,
+            contributed: true,
+            led: true,
+            scale: data.scale,
+            encode_ns,
+            exchange_ns: t2.saturating_sub(t1),
+            transport_ns: data.transport_ns,
+            decode_ns: t3.saturating_sub(t2),
+            sync_ns: 0,
+        };
+        for s in &mut self.parties {
+            s.published = None;
+            s.stepped = Some(round);
+        }
+        self.shared.close_counts();
+        self.shared.open_next(p);
+        Ok(summary)
+    }
+
+    /// Party `i` adds its update to its residual, encodes into its slot and publishes;
+    /// returns the packet's length.
+    fn encode_local(
+        &mut self,
+        i: usize,
+        round: u64,
+    ) -> Result<usize, RoundError<B::Error, T::Error>> {
+        let st = &mut self.parties[i];
+        self.backend
+            .add_assign(&mut st.residual, &st.update)
+            .map_err(RoundError::Backend)?;
+        // SAFETY: `&mut self`: nobody else reads or writes the slots.
+        let slot = unsafe { self.shared.slots[i].data_mut() };
+        slot.len = 0;
+        slot.msgs.clear();
+        let sender = self.config.first_sender + st.index;
+        let len = st
+            .encoder
+            .encode_round(
+                &self.backend,
+                &mut st.residual,
+                sender,
+                round,
+                &mut slot.buf,
+            )
+            .map_err(RoundError::Backend)?;
+        // Validated once, as the threaded path does; the decode reads the checked messages.
+        // An encoder that wrote an invalid packet fails the round (it is not published).
+        let packet = slot.buf.get(..len).ok_or(Error::Truncated {
+            needed: len,
+            got: slot.buf.len(),
+        })?;
+        if let Err(e) = check_packet(packet, 0, &mut slot.msgs) {
+            slot.msgs.clear();
+            return Err(e.into());
+        }
+        slot.len = len;
+        st.published = Some(round);
+        if self.shared.board.try_push(st.index).is_err() {
+            return Err(Error::RoundMisuse {
+                party: st.index,
+                round,
+                reason: "the publication queue is full",
+            }
+            .into());
+        }
+        Ok(slot.len)
+    }
+
+    /// Credits every packet published for `round` back to its sender's residual, clears
+    /// the queue, and returns `error` (or the refund's own error, which comes first).
+    fn refund_round(
+        &mut self,
+        round: u64,
+        error: RoundError<B::Error, T::Error>,
+    ) -> RoundError<B::Error, T::Error> {
+        let _ = self.shared.board.clear();
+        for s in self
+            .parties
+            .iter_mut()
+            .filter(|s| s.published == Some(round))
+        {
+            s.published = None;
+            // SAFETY: `&mut self`: no party handle exists, nobody else touches slots.
+            if let Err(e) = unsafe { refund(&self.backend, &self.shared.slots, s) } {
+                return e;
+            }
+        }
+        self.shared.close_counts();
+        error
+    }
+
+    /// Party `i`'s update buffer: [`Accumulator::round_local`] reads each party's update
+    /// from here. (The threaded path takes the update as an argument and uses this buffer
+    /// as scratch.) Panics if `i >= P`.
+    pub fn update_mut(&mut self, i: usize) -> &mut B::Buffer {
+        // The threaded path fills the buffer with zeros again before it decodes into it.
+        self.parties[i].update_zeroed = false;
+        &mut self.parties[i].update
+    }
+
+    /// Party `i`'s residual, to restore it from a checkpoint between rounds. Panics if
+    /// `i >= P`.
+    pub fn residual_mut(&mut self, i: usize) -> &mut B::Buffer {
+        &mut self.parties[i].residual
+    }
+}
+
+/// Adds the packet in `party`'s slot back to its residual.
+///
+/// # Safety
+/// No thread may be writing the slot.
+unsafe fn refund<B: Backend, E, TE>(
+    backend: &B,
+    slots: &[PacketSlot],
+    party: &mut PartyState<B, E>,
+) -> Result<(), RoundError<B::Error, TE>> {
+    // SAFETY: the caller guarantees there is no concurrent writer.
+    let bytes = unsafe { slots[party.index as usize].bytes() };
+    for m in Messages::new(bytes) {
+        backend
+            .decode_add(&m?, &mut party.residual)
+            .map_err(RoundError::Backend)?;
+    }
+    Ok(())
+}
+
+/// `target = 0`, then every packet of the round decoded into it in canonical order.
+///
+/// # Safety
+/// Between the round's lead and its end: nobody writes a slot or the round data.
+unsafe fn decode_round<B: Backend, TE>(
+    backend: &B,
+    slots: &[PacketSlot],
+    data: &RoundData,
+    target: &mut B::Buffer,
+) -> Result<(), RoundError<B::Error, TE>> {
+    backend.fill(target, 0.0).map_err(RoundError::Backend)?;
+    for src in &data.order {
+        // Every message was validated once when it was published (local) or received
+        // (remote): decode from the checked views.
+        let (bytes, msgs) = match *src {
+            // SAFETY: the caller guarantees that nobody writes a slot.
+            Source::Local(i) => unsafe { slots[i as usize].checked() },
+            Source::Remote(j) => {
+                let e = data.remote_entries[j as usize];
+                let all = &data.remote_msgs;
+                let lo = all.partition_point(|m| m.start() < e.start);
+                let hi = all.partition_point(|m| m.start() < e.start + e.len);
+                (&data.remote_arena[..], &all[lo..hi])
+            }
+        };
+        for m in msgs {
+            backend
+                .decode_add(&m.view(bytes), target)
+                .map_err(RoundError::Backend)?;
+        }
+    }
+    Ok(())
 }
 
 impl<B: Backend, E, T, R: Relax> Accumulator<B, E, T, R> {
