@@ -751,7 +751,7 @@ fn round_local_yields_the_oracles_sum() {
         let mut published = vec![Default::default(); p];
         for round in 0..rounds(30) {
             for i in 0..p {
-                update_of(i as u32, round, acc.update_mut(i));
+                update_of(i as u32, round, acc.update_mut(i).1);
             }
             let s = acc.round_local(&mut sum, &mut published).unwrap();
             let (want, scale) = oracle.round(round, &[0, 1, 2], step);
@@ -782,7 +782,7 @@ fn round_local_and_threads_agree() {
     let mut published = vec![Default::default(); p];
     for round in 0..rounds(10) {
         for i in 0..p {
-            update_of(i as u32, round, local.update_mut(i));
+            update_of(i as u32, round, local.update_mut(i).1);
         }
         let s = local.round_local(&mut sum, &mut published).unwrap();
         gradcast_core::backend::slices::sub_scaled(&mut from_local, &sum, s.scale);
@@ -821,7 +821,7 @@ fn round_local_refunds_on_transport_failure() {
         0.75f32, -1.25, 0.125, 0.5, -0.25, 0.0, 1.0, 2.0, -0.5, 0.0, 0.0, 0.375,
     ];
     for i in 0..2 {
-        acc.update_mut(i).copy_from_slice(&update);
+        acc.update_mut(i).1.copy_from_slice(&update);
     }
     let mut sum = vec![0.0f32; n];
     let mut published = vec![Default::default(); 2];
@@ -845,7 +845,7 @@ fn round_local_refunds_on_transport_failure() {
     // A working transport continues from round 0 with the refunded residuals.
     acc.transport().mode = Inject::Valid;
     for i in 0..2 {
-        acc.update_mut(i).fill(0.0);
+        acc.update_mut(i).1.fill(0.0);
     }
     let s = acc.round_local(&mut sum, &mut published).unwrap();
     assert_eq!((s.round, s.packets, s.remote_packets), (0, 3, 1));

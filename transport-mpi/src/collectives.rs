@@ -234,6 +234,61 @@ impl Collectives {
         Ok(all)
     }
 
+    /// Every rank's `mine` (the same length on every rank), concatenated in rank order into
+    /// `all` (`MPI_Iallgather` of bytes), within the timeout.
+    ///
+    /// # Errors
+    /// [`MpiError::Config`] when `all` is not `size * mine.len()` bytes or the sizes exceed
+    /// MPI's 32-bit counts; [`MpiError::Timeout`], [`MpiError::Unusable`], [`MpiError::Mpi`].
+    pub fn all_gather_bytes(&self, mine: &[u8], all: &mut [u8]) -> Result<(), MpiError> {
+        if mine.len().checked_mul(self.size) != Some(all.len()) || all.len() > c_int::MAX as usize
+        {
+            return Err(MpiError::Config {
+                reason: format!(
+                    "gathering {} bytes from each of {} ranks into {} bytes: the sizes must \
+                     agree and fit MPI's 32-bit counts",
+                    mine.len(),
+                    self.size,
+                    all.len()
+                ),
+            });
+        }
+        all.copy_from_slice(&self.all_gather(mine)?);
+        Ok(())
+    }
+
+    /// Copies rank `root`'s `bytes` into every rank's `bytes` (`MPI_Ibcast`; the same length
+    /// on every rank), within the timeout.
+    ///
+    /// # Errors
+    /// [`MpiError::Config`] for a root that is not a rank or a length beyond MPI's 32-bit
+    /// counts; [`MpiError::Timeout`], [`MpiError::Unusable`], [`MpiError::Mpi`].
+    pub fn broadcast_bytes(&self, bytes: &mut [u8], root: usize) -> Result<(), MpiError> {
+        if root >= self.size || bytes.len() > c_int::MAX as usize {
+            return Err(MpiError::Config {
+                reason: format!(
+                    "broadcast of {} bytes from rank {root} of {}: the root must be a rank and \
+                     the length fit 32 bits",
+                    bytes.len(),
+                    self.size
+                ),
+            });
+        }
+        let mut buf = bytes.to_vec();
+        let bp = buf.as_mut_ptr();
+        let n = bytes.len() as c_int;
+        let dt = u8::equivalent_datatype();
+        let comm = self.comm.as_raw();
+        let buf = self.run("MPI_Ibcast", buf, |req| {
+            // SAFETY: `buf` holds `n` bytes, sent from the root and received in place
+            // elsewhere; owned by `run`'s `keep` (alive until completion, or leaked); MPI's
+            // byte datatype; live communicator.
+            unsafe { ffi::MPI_Ibcast(bp as *mut c_void, n, dt.as_raw(), root as c_int, comm, req) }
+        })?;
+        bytes.copy_from_slice(&buf);
+        Ok(())
+    }
+
     /// Waits until every rank arrives (`MPI_Ibarrier`), within the timeout.
     ///
     /// # Errors

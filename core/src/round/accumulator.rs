@@ -960,13 +960,13 @@ where
         error
     }
 
-    /// Party `i`'s update buffer: [`Accumulator::round_local`] reads each party's update
-    /// from here. (The threaded path takes the update as an argument and uses this buffer
-    /// as scratch.) Panics if `i >= P`.
-    pub fn update_mut(&mut self, i: usize) -> &mut B::Buffer {
+    /// Party `i`'s update buffer, with the backend to fill it:
+    /// [`Accumulator::round_local`] reads each party's update from here. (The threaded path
+    /// takes the update as an argument and uses this buffer as scratch.) Panics if `i >= P`.
+    pub fn update_mut(&mut self, i: usize) -> (&B, &mut B::Buffer) {
         // The threaded path fills the buffer with zeros again before it decodes into it.
         self.parties[i].update_zeroed = false;
-        &mut self.parties[i].update
+        (&self.backend, &mut self.parties[i].update)
     }
 
     /// Party `i`'s residual, to restore it from a checkpoint between rounds. Panics if
