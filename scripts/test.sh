@@ -25,7 +25,8 @@ else
   exclude+=(--exclude gradcast-opencl)
 fi
 if command -v mpicc >/dev/null 2>&1; then
-  cli_features+=",gradcast-cli/mpi"
+  # gradcast-candle's MPI check (tests/mpi.rs) starts itself under `mpirun -np 2`.
+  cli_features+=",gradcast-cli/mpi,gradcast-candle/mpi"
 else
   echo "SKIP: MPI transport (no mpicc: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
   exclude+=(--exclude gradcast-mpi)

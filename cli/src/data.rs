@@ -3,55 +3,10 @@
 //! Fashion-MNIST from Debian's `dataset-fashion-mnist` package (`--data fashion-mnist`).
 
 pub use crate::idx::{Idx, IdxError, idx_bytes};
-use crate::rng::SplitMix64;
+pub use gradcast_candle::data::Dataset;
+use gradcast_candle::rng::SplitMix64;
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// A classification data set: `features` holds `len() * dim` values in `[0, 1]`, row-major.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dataset {
-    /// Row-major features, `dim` per sample, scaled to `[0, 1]`.
-    pub features: Vec<f32>,
-    /// Class labels in `0..classes`.
-    pub labels: Vec<u8>,
-    /// Features per sample.
-    pub dim: usize,
-    /// Number of classes.
-    pub classes: usize,
-}
-
-impl Dataset {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether the data set has no samples.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The features of sample `i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.features[i * self.dim..(i + 1) * self.dim]
-    }
-
-    /// The samples at `indices`, in that order.
-    pub fn select(&self, indices: &[usize]) -> Dataset {
-        let mut features = Vec::with_capacity(indices.len() * self.dim);
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in indices {
-            features.extend_from_slice(self.row(i));
-            labels.push(self.labels[i]);
-        }
-        Dataset {
-            features,
-            labels,
-            dim: self.dim,
-            classes: self.classes,
-        }
-    }
-}
 
 /// A training set and a held-out test set.
 #[derive(Clone, Debug, PartialEq)]

@@ -40,8 +40,6 @@ pub enum CliError {
     },
     /// A data set could not be loaded.
     Data(crate::data::DataError),
-    /// The autodiff framework failed.
-    Model(String),
     /// A backend was asked for that this build does not have, or that failed to start.
     Backend(String),
     /// The plot could not be drawn.
@@ -88,7 +86,6 @@ impl fmt::Display for CliError {
             CliError::BadFile { path, reason } => write!(f, "{}: {reason}", path.display()),
             CliError::Core { context, source } => write!(f, "{context}: {source}"),
             CliError::Data(e) => write!(f, "{e}"),
-            CliError::Model(m) => write!(f, "model error: {m}"),
             CliError::Backend(m) => write!(f, "backend: {m}"),
             CliError::Plot(m) => write!(f, "cannot draw the plot: {m}"),
             CliError::Train(m) => write!(f, "training failed: {m}"),
@@ -112,9 +109,9 @@ impl From<crate::data::DataError> for CliError {
     }
 }
 
-impl From<candle_core::Error> for CliError {
-    fn from(e: candle_core::Error) -> Self {
-        CliError::Model(e.to_string())
+impl From<gradcast_candle::Error> for CliError {
+    fn from(e: gradcast_candle::Error) -> Self {
+        crate::train::candle_err(e)
     }
 }
 

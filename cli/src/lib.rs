@@ -2,11 +2,12 @@
 //!
 //! The `gradcast` command-line tool:
 //!
-//! * `gradcast train`: the main job. Data-parallel training of a small MLP on the UCI digits
-//!   (shipped inside smartcore, no download) or on MNIST-format IDX files, with P workers whose
-//!   gradients come from candle's autodiff, once with dense fp32 updates and once with gradcast,
-//!   compared side by side (accuracy, bytes on the wire, time), with a PNG plot and a JSON
-//!   summary.
+//! * `gradcast train`: the main job. Data-parallel training of a candle classifier (an MLP,
+//!   or a small convnet) on the UCI digits (shipped inside smartcore, no download) or on
+//!   MNIST-format IDX files, with P workers, once with a dense baseline and once with
+//!   gradcast, compared side by side (accuracy, bytes on the wire, time), with a PNG plot
+//!   and a JSON summary. It is a thin user of gradcast-candle's training driver
+//!   ([`gradcast_candle::driver`]), in one process or across MPI ranks.
 //! * `gradcast encode | decode | inspect`: raw little-endian f32 files to messages and back,
 //!   in gradcast's format or DL4J's; `inspect` validates a message and prints its header and
 //!   statistics.
@@ -62,13 +63,10 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod idx;
-pub mod model;
 pub mod mpi;
 pub mod netmodel;
 pub mod plot;
-pub mod rng;
-pub mod sharing;
-pub mod threshold;
+pub mod report;
 pub mod tools;
 pub mod train;
 

@@ -5,7 +5,8 @@
 //! plotters' pure-Rust `ab_glyph` renderer, so no system font or font library is needed.
 
 use crate::error::CliError;
-use crate::train::{EpochRecord, Summary};
+use crate::train::Summary;
+use gradcast_candle::driver::EpochRecord;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -39,8 +40,8 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
     let root = BitMapBackend::new(path, (1000, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let title = format!(
-        "{}: MLP on {}, P = {}: dense fp32 vs gradcast ({})",
-        "gradcast train", s.data.name, s.config.workers, s.config.threshold
+        "gradcast train: {} on {}, P = {}: {} vs gradcast ({})",
+        s.model, s.data.name, s.config.workers, s.dense.exchange, s.config.threshold
     );
     let root = root.titled(&title, (FAMILY, 24).into_font()).map_err(err)?;
     let (top, bottom) = root.split_vertically(430);
@@ -75,7 +76,10 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
         .axis_desc_style((FAMILY, 16))
         .draw()
         .map_err(err)?;
-    for (data, color, name) in [(acc_d, DENSE, "dense fp32"), (acc_g, GRADCAST, "gradcast")] {
+    for (data, color, name) in [
+        (acc_d, DENSE, s.dense.exchange.as_str()),
+        (acc_g, GRADCAST, "gradcast"),
+    ] {
         chart
             .draw_series(LineSeries::new(data, color.stroke_width(2)))
             .map_err(err)?
@@ -124,13 +128,13 @@ pub fn draw(path: &Path, s: &Summary) -> Result<(), CliError> {
         .x_desc("epoch")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("bytes")
-        .y_label_formatter(&|v| crate::cli::human_bytes(*v as u64))
+        .y_label_formatter(&|v| crate::report::human_bytes(*v as u64))
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 16))
         .draw()
         .map_err(err)?;
     for (data, color, name) in [
-        (bytes_d, DENSE, "dense fp32"),
+        (bytes_d, DENSE, s.dense.exchange.as_str()),
         (bytes_g, GRADCAST, "gradcast"),
     ] {
         chart

@@ -133,6 +133,65 @@ fn every_threshold_policy_trains() {
     );
 }
 
+/// The options that choose the optimizer, baseline, payload, segments and timing mode reach
+/// the driver and the summary (the model: the IDX tests).
+#[test]
+fn training_options_reach_the_summary() {
+    let out = tmp("options");
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &[
+                "--optimizer",
+                "adamw",
+                "--lr",
+                "0.003",
+                "--threshold",
+                "fixed:0.02",
+            ],
+            "optimizer",
+            "adamw",
+        ),
+        (&["--baseline", "dense-fp16"], "baseline", "dense-fp16"),
+        (
+            &["--payload", "updates", "--threshold", "fixed:0.01"],
+            "payload",
+            "updates",
+        ),
+        (&["--segments", "variable"], "segments", "variable"),
+        (&["--compute", "sequential"], "compute", "sequential"),
+    ];
+    for (extra, key, want) in cases {
+        let mut args = vec![
+            "train",
+            "--json",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--out",
+            p(&out),
+        ];
+        args.extend_from_slice(extra);
+        let o = gradcast(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["config"][key], *want, "{extra:?}");
+        for run in ["dense", "gradcast"] {
+            assert_eq!(s[run]["replicas_identical"], true, "{extra:?} {run}");
+            assert!(
+                s[run]["test_accuracy"].as_f64().unwrap() > 0.3,
+                "{extra:?} {run}"
+            );
+        }
+        if *want == "dense-fp16" {
+            // 2 bytes per parameter and worker.
+            let rounds = s["rounds"].as_u64().unwrap();
+            assert_eq!(s["dense"]["bytes"], 2 * 1210 * 4 * rounds);
+            assert_eq!(s["dense"]["exchange"], "dense-fp16");
+        }
+    }
+}
+
 #[test]
 fn short_train_human_output_has_epochs_and_summary() {
     let out = tmp("train-human");
@@ -239,6 +298,7 @@ fn bad_arguments_fail_with_usage_errors() {
         (&["train", "--epochs", "0"], "--epochs"),
         (&["train", "--hidden", "40000000"], "--hidden 40000000"),
         (&["train", "--hidden", "18446744073709551615"], "--hidden"),
+        (&["train", "--hidden", "64,0"], "--hidden 64,0"),
         (&["encode", "a", "b", "--tau", "0"], "--tau"),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
@@ -394,6 +454,25 @@ fn idx_directory_trains_and_bad_idx_is_rejected() {
     assert_eq!(s["data"]["features"], 16);
     assert!(s["dense"]["test_accuracy"].as_f64().unwrap() > 0.5);
 
+    // The convnet on the same files (4x4 images).
+    let o = gradcast(&[
+        "train",
+        "--json",
+        "--data",
+        &data,
+        "--model",
+        "cnn",
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--out",
+        p(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["model"], "CNN 4x4 (16-32 conv, 64 dense) -> 10");
+
     // Labels that do not match the images' count.
     std::fs::write(d.join("t10k-labels-idx1-ubyte"), idx(&[19], &sl[..19])).unwrap();
     let o = gradcast(&["train", "--data", &data, "--epochs", "1", "--out", p(&out)]);
@@ -413,4 +492,81 @@ fn idx_directory_trains_and_bad_idx_is_rejected() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `--model cnn --data idx:DIR` on MNIST-format files of 28x28 images; images that are not
+/// square are a usage error naming the option.
+#[test]
+fn cnn_trains_on_28x28_idx_files() {
+    let d = tmp("idx28");
+    let idx = |dims: &[u32], data: &[u8]| {
+        let mut out = vec![0, 0, 8, dims.len() as u8];
+        for x in dims {
+            out.extend_from_slice(&x.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    };
+    // The label is the quadrant holding a bright 8x8 square.
+    let make = |n: usize, rows: usize, cols: usize| {
+        let (mut px, mut labels) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let label = i % 4;
+            let (r0, c0) = ((label / 2) * rows / 2 + 2, (label % 2) * cols / 2 + 2);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let on = (r0..r0 + 8).contains(&r) && (c0..c0 + 8).contains(&c);
+                    px.push(if on {
+                        180 + (i % 70) as u8
+                    } else {
+                        (i * 13 + r * c) as u8 % 30
+                    });
+                }
+            }
+            labels.push(label as u8);
+        }
+        (px, labels)
+    };
+    let write = |rows: usize, cols: usize| {
+        let (tp, tl) = make(64, rows, cols);
+        let (sp, sl) = make(32, rows, cols);
+        let (r, c) = (rows as u32, cols as u32);
+        std::fs::write(d.join("train-images-idx3-ubyte"), idx(&[64, r, c], &tp)).unwrap();
+        std::fs::write(d.join("train-labels-idx1-ubyte"), idx(&[64], &tl)).unwrap();
+        std::fs::write(d.join("t10k-images-idx3-ubyte"), idx(&[32, r, c], &sp)).unwrap();
+        std::fs::write(d.join("t10k-labels-idx1-ubyte"), idx(&[32], &sl)).unwrap();
+    };
+    write(28, 28);
+    let data = format!("idx:{}", d.display());
+    let out = d.join("out");
+    let o = gradcast(&[
+        "train",
+        "--json",
+        "--model",
+        "cnn",
+        "--data",
+        &data,
+        "--epochs",
+        "3",
+        "--batch",
+        "16",
+        "--lr",
+        "0.1",
+        "--out",
+        p(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["model"], "CNN 28x28 (16-32 conv, 64 dense) -> 10");
+    assert_eq!(s["params"], 105_866);
+    assert_eq!(s["data"]["features"], 784);
+    for run in ["dense", "gradcast"] {
+        assert_eq!(s[run]["replicas_identical"], true);
+        assert_eq!(s[run]["epochs"].as_array().unwrap().len(), 3);
+    }
+    write(28, 20);
+    let o = gradcast(&["train", "--model", "cnn", "--data", &data, "--out", p(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--model cnn"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("square images"), "{}", stderr(&o));
 }
