@@ -28,7 +28,7 @@ mod common;
 mod with_mpi {
 
     use super::common::*;
-    use candle_nn::{SGD, VarMap};
+    use candle_nn::{Optimizer, SGD, VarMap};
     use gradcast_candle::driver::{Compute, Job, Quiet, Replicas, TrainConfig};
     use gradcast_candle::models::{Mlp, ModelSpec};
     use gradcast_candle::mpi::{Mpi, initialize};
