@@ -53,8 +53,8 @@ if [ "$distinct" -ne 1 ]; then
     exit 1
 fi
 
-# summary.json (serde_json, pretty): the first field of the top-level "dense" and "gradcast"
-# objects is "test_accuracy".
+# summary.json (serde_json, pretty): the top-level "dense" and "gradcast" objects each hold a
+# "test_accuracy" field at the first level of indentation inside them.
 json="$out/run/summary.json"
 if [ ! -s "$json" ]; then
     echo "mpi-train: FAIL: rank 0 wrote no $json" >&2
