@@ -690,7 +690,7 @@ impl<'d, B: Backend, N: Network> Job<'d, B, N> {
             step: &step,
             wall_ns,
         });
-        if c.eval_every > 0 && st.rounds % c.eval_every == 0 {
+        if c.eval_every > 0 && st.rounds.is_multiple_of(c.eval_every) {
             let (acc, loss) = run.evaluate(test)?;
             obs.eval(&EvalRecord {
                 run: r,

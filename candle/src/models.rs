@@ -78,7 +78,7 @@ impl Cnn {
     /// # Errors
     /// [`Error::Config`] unless `side` is a positive multiple of 4; candle errors.
     pub fn new(vb: VarBuilder<'_>, side: usize, classes: usize) -> Result<Self> {
-        if side == 0 || side % 4 != 0 {
+        if side == 0 || !side.is_multiple_of(4) {
             return Err(Error::Config(format!(
                 "the convnet needs square images whose side is a multiple of 4 (got {side})"
             )));
@@ -124,7 +124,7 @@ pub enum ModelSpec {
 
 fn square_side(input: usize) -> Option<usize> {
     let s = (input as f64).sqrt().round() as usize;
-    (s * s == input && s > 0 && s % 4 == 0).then_some(s)
+    (s * s == input && s > 0 && s.is_multiple_of(4)).then_some(s)
 }
 
 impl ModelSpec {

@@ -41,9 +41,12 @@ fn gradcast() -> Config {
     )))
 }
 
+/// Per worker of a round: forward and backward time, bytes, encode time, worker index.
+type WorkerRow = (u64, u64, u64, u64, usize);
+
 #[derive(Default)]
 struct Recorder {
-    rounds: Vec<(usize, u64, Vec<(u64, u64, u64, u64, usize)>, u64)>,
+    rounds: Vec<(usize, u64, Vec<WorkerRow>, u64)>,
     evals: Vec<EvalRecord>,
     epochs: Vec<Vec<EpochRecord>>,
 }

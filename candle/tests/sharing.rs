@@ -316,12 +316,12 @@ fn setup() -> (Sharing<Cpu, InProcess>, Vec<VarMap>, Vec<Mlp>, Vec<SGD>) {
     (s, vms, models, opts)
 }
 
+/// Every replica's variables by name, with their values.
+type Values = Vec<Vec<(String, Vec<f32>)>>;
+
 /// Residual of every worker and parameters of every replica, to check that a failed step
 /// changed nothing.
-fn state(
-    s: &mut Sharing<Cpu, InProcess>,
-    vms: &[VarMap],
-) -> (Vec<Vec<f32>>, Vec<Vec<(String, Vec<f32>)>>) {
+fn state(s: &mut Sharing<Cpu, InProcess>, vms: &[VarMap]) -> (Vec<Vec<f32>>, Values) {
     let acc = s.accumulator().unwrap();
     let res = (0..2).map(|w| acc.residual(w).clone()).collect();
     (res, vms.iter().map(values).collect())

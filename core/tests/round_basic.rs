@@ -760,8 +760,8 @@ fn round_local_yields_the_oracles_sum() {
             assert_eq!((s.round, s.packets, s.members), (round, p, p));
             let bytes: usize = published.iter().map(|x| x.bytes).sum();
             assert_eq!(s.bytes_published, bytes);
-            for i in 0..p {
-                assert_eq!(published[i].round, round);
+            for (i, pb) in published.iter().enumerate().take(p) {
+                assert_eq!(pb.round, round);
                 assert_bits_eq(acc.residual(i), &oracle.residuals[i], "residual");
             }
         }

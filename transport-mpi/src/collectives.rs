@@ -241,8 +241,7 @@ impl Collectives {
     /// [`MpiError::Config`] when `all` is not `size * mine.len()` bytes or the sizes exceed
     /// MPI's 32-bit counts; [`MpiError::Timeout`], [`MpiError::Unusable`], [`MpiError::Mpi`].
     pub fn all_gather_bytes(&self, mine: &[u8], all: &mut [u8]) -> Result<(), MpiError> {
-        if mine.len().checked_mul(self.size) != Some(all.len()) || all.len() > c_int::MAX as usize
-        {
+        if mine.len().checked_mul(self.size) != Some(all.len()) || all.len() > c_int::MAX as usize {
             return Err(MpiError::Config {
                 reason: format!(
                     "gathering {} bytes from each of {} ranks into {} bytes: the sizes must \

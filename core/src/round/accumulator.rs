@@ -832,7 +832,7 @@ where
             .into());
         }
         let mut encode_ns = 0u64;
-        for i in 0..p {
+        for (i, slot) in published.iter_mut().enumerate().take(p) {
             let t = now(&self.config);
             let result = self.encode_local(i, round);
             let bytes = match result {
@@ -841,7 +841,7 @@ where
             };
             let ns = now(&self.config).saturating_sub(t);
             encode_ns += ns;
-            published[i] = Published {
+            *slot = Published {
                 round,
                 bytes,
                 encode_ns: ns,
