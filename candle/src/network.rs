@@ -1,5 +1,5 @@
 //! How the processes of a job reach each other: [`Network`], with [`InProcess`] (one
-//! process: every worker is local) and, with the `mpi` feature, [`crate::mpi::Mpi`] (one
+//! process: every worker is local) and, with the `mpi` feature, `mpi::Mpi` (one
 //! process per rank under `mpirun`).
 //!
 //! A network provides what the exchanges need: the round protocol's transport for gradcast,

@@ -802,7 +802,8 @@ fn round_local_and_threads_agree() {
 }
 
 /// A transport failure in `round_local` credits every packet back: the residuals hold their
-/// old mass plus the update, the round does not advance, and the next round works.
+/// old mass plus the update, the accumulator is poisoned until a reset (the round's place in
+/// the exchange is used), and the next round works.
 #[test]
 fn round_local_refunds_on_transport_failure() {
     let n = 12;
@@ -831,7 +832,16 @@ fn round_local_refunds_on_transport_failure() {
         assert_bits_eq(acc.residual(i), &update, "refunded residual");
     }
     assert_eq!(acc.next_round(), 0);
-    assert!(acc.poisoned().is_none());
+    // The round's place in the exchange is used: poisoned until a reset, which finds
+    // nothing left to refund (the residuals already hold everything).
+    assert!(acc.poisoned().is_some());
+    let e = acc.round_local(&mut sum, &mut published).unwrap_err();
+    assert!(matches!(e.core(), Some(Error::Poisoned { .. })), "{e}");
+    let report = acc.reset(ResetOptions::default()).unwrap();
+    assert_eq!(report.refunded_packets, 0);
+    for i in 0..2 {
+        assert_bits_eq(acc.residual(i), &update, "residual after the reset");
+    }
     // Too few `Published` slots is misuse; a short `sum` is a size error.
     let e = acc.round_local(&mut sum, &mut published[..1]).unwrap_err();
     assert!(matches!(e.core(), Some(Error::RoundMisuse { .. })), "{e}");
@@ -842,11 +852,11 @@ fn round_local_refunds_on_transport_failure() {
         matches!(e.core(), Some(Error::TargetSizeMismatch { .. })),
         "{e}"
     );
-    // A working transport continues from round 0 with the refunded residuals.
+    // A working transport continues, after the used round 0, with the refunded residuals.
     acc.transport().mode = Inject::Valid;
     for i in 0..2 {
         acc.update_mut(i).1.fill(0.0);
     }
     let s = acc.round_local(&mut sum, &mut published).unwrap();
-    assert_eq!((s.round, s.packets, s.remote_packets), (0, 3, 1));
+    assert_eq!((s.round, s.packets, s.remote_packets), (1, 3, 1));
 }

@@ -851,14 +851,16 @@ where
         // SAFETY: `&mut self`: no party handle exists, so this thread is the round's only
         // member and its leader.
         if let Err(e) = unsafe { self.shared.lead(round, &self.config) } {
-            return Err(self.refund_round(round, e));
+            let e = self.refund_round(round, e);
+            return Err(self.poison_local(round, e));
         }
         let t2 = now(&self.config);
         // SAFETY: `&mut self`, after the lead: nobody writes the round data or the slots.
         let data = unsafe { self.shared.data() };
         // SAFETY: as above.
         if let Err(e) = unsafe { decode_round(&self.backend, &self.shared.slots, data, sum) } {
-            return Err(self.refund_round(round, e));
+            let e = self.refund_round(round, e);
+            return Err(self.poison_local(round, e));
         }
         let t3 = now(&self.config);
         let summary = RoundSummary {
@@ -935,6 +937,26 @@ where
             .into());
         }
         Ok(slot.len)
+    }
+
+    /// A failure once the round's exchange began: the round's place in the exchange is used
+    /// (the other nodes may have gone on), so the accumulator is poisoned as a threaded
+    /// round's failure poisons it, the other nodes are told, and the caller must
+    /// [`Accumulator::reset`] before the next round. Returns `error`.
+    fn poison_local(
+        &mut self,
+        round: u64,
+        error: RoundError<B::Error, T::Error>,
+    ) -> RoundError<B::Error, T::Error> {
+        if !matches!(error, RoundError::Round(Error::Poisoned { .. })) {
+            self.shared.barrier.poison(Poison {
+                party: None,
+                round,
+                cause: PoisonCause::Failed(error.kind()),
+            });
+        }
+        self.shared.report_failure(round);
+        error
     }
 
     /// Credits every packet published for `round` back to its sender's residual, clears
