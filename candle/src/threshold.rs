@@ -145,7 +145,8 @@ impl Threshold {
     /// [`Error::Config`] when the core rejects a parameter (`target:S` needs `S < 1/16`), or
     /// a budget is below `52` bytes per segment.
     pub fn policies(self, lengths: &[usize]) -> Result<Vec<Policy>> {
-        let core = |e: gradcast_core::Error| Error::Config(format!("threshold {self}: {e}"));
+        let core =
+            |e: gradcast_core::error::ConfigError| Error::Config(format!("threshold {self}: {e}"));
         let one = |budget: usize| -> Result<Policy> {
             Ok(match self {
                 Threshold::Fixed(tau) => Fixed::new(tau).map_err(core)?.into(),

@@ -836,7 +836,13 @@ fn round_local_refunds_on_transport_failure() {
     // nothing left to refund (the residuals already hold everything).
     assert!(acc.poisoned().is_some());
     let e = acc.round_local(&mut sum, &mut published).unwrap_err();
-    assert!(matches!(e.core(), Some(Error::Poisoned { .. })), "{e}");
+    assert!(
+        matches!(
+            e.core(),
+            Some(Error::Protocol(ProtocolError::Poisoned { .. }))
+        ),
+        "{e}"
+    );
     let report = acc.reset(ResetOptions::default()).unwrap();
     assert_eq!(report.refunded_packets, 0);
     for i in 0..2 {
@@ -844,12 +850,21 @@ fn round_local_refunds_on_transport_failure() {
     }
     // Too few `Published` slots is misuse; a short `sum` is a size error.
     let e = acc.round_local(&mut sum, &mut published[..1]).unwrap_err();
-    assert!(matches!(e.core(), Some(Error::RoundMisuse { .. })), "{e}");
+    assert!(
+        matches!(
+            e.core(),
+            Some(Error::Protocol(ProtocolError::RoundMisuse { .. }))
+        ),
+        "{e}"
+    );
     let e = acc
         .round_local(&mut sum[..3].to_vec(), &mut published)
         .unwrap_err();
     assert!(
-        matches!(e.core(), Some(Error::TargetSizeMismatch { .. })),
+        matches!(
+            e.core(),
+            Some(Error::Codec(CodecError::TargetSizeMismatch { .. }))
+        ),
         "{e}"
     );
     // A working transport continues, after the used round 0, with the refunded residuals.

@@ -789,9 +789,9 @@ where
     /// party 0; `encode_ns` is the sum over parties.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] when a threaded round poisoned the accumulator (call
-    /// [`Accumulator::reset`]); [`Error::RoundMisuse`] when a threaded round is in progress
-    /// or `published` is shorter than P; [`Error::TargetSizeMismatch`] when `sum` is not N
+    /// [`ProtocolError::Poisoned`] when a threaded round poisoned the accumulator (call
+    /// [`Accumulator::reset`]); [`ProtocolError::RoundMisuse`] when a threaded round is in progress
+    /// or `published` is shorter than P; [`crate::error::CodecError::TargetSizeMismatch`] when `sum` is not N
     /// long; the transport's and the validation errors; backend and encoder errors. On any
     /// error after the first party encoded, every packet of the round is credited back to
     /// its sender's residual (nothing is lost: the updates stay in the residuals, as
@@ -808,11 +808,11 @@ where
             return Err(poison.to_error().into());
         }
         let misuse = |reason| {
-            RoundError::Round(Error::RoundMisuse {
+            RoundError::Round(Error::Protocol(ProtocolError::RoundMisuse {
                 party: 0,
                 round,
                 reason,
-            })
+            }))
         };
         if self.shared.joined.load(Ordering::Relaxed) != 0
             || self.parties.iter().any(|s| s.phase != Phase::Idle)
@@ -824,11 +824,11 @@ where
         }
         let len = self.backend.len(sum);
         if len != self.config.n {
-            return Err(Error::TargetSizeMismatch {
+            return Err(Error::Codec(crate::error::CodecError::TargetSizeMismatch {
                 message_n: self.config.n.min(u32::MAX as usize) as u32,
                 offset: 0,
                 target_len: len,
-            }
+            })
             .into());
         }
         let mut encode_ns = 0u64;
@@ -918,7 +918,7 @@ where
             .map_err(RoundError::Backend)?;
         // Validated once, as the threaded path does; the decode reads the checked messages.
         // An encoder that wrote an invalid packet fails the round (it is not published).
-        let packet = slot.buf.get(..len).ok_or(Error::Truncated {
+        let packet = slot.buf.get(..len).ok_or(WireError::Truncated {
             needed: len,
             got: slot.buf.len(),
         })?;
@@ -929,11 +929,11 @@ where
         slot.len = len;
         st.published = Some(round);
         if self.shared.board.try_push(st.index).is_err() {
-            return Err(Error::RoundMisuse {
+            return Err(Error::Protocol(ProtocolError::RoundMisuse {
                 party: st.index,
                 round,
                 reason: "the publication queue is full",
-            }
+            })
             .into());
         }
         Ok(slot.len)
@@ -948,7 +948,10 @@ where
         round: u64,
         error: RoundError<B::Error, T::Error>,
     ) -> RoundError<B::Error, T::Error> {
-        if !matches!(error, RoundError::Round(Error::Poisoned { .. })) {
+        if !matches!(
+            error,
+            RoundError::Round(Error::Protocol(ProtocolError::Poisoned { .. }))
+        ) {
             self.shared.barrier.poison(Poison {
                 party: None,
                 round,
