@@ -38,6 +38,10 @@ pub enum Command {
     /// Measure encode and decode throughput of every backend compiled in, against the read
     /// bandwidth of the same buffer measured in the same run.
     Bench(crate::bench::BenchArgs),
+    /// Time to accuracy of dense fp32, dense fp16 and gradcast under a network cost model
+    /// (`docs/RESULTS.md`): a grid of models, worker counts and methods, one training run
+    /// serving every bandwidth.
+    Study(crate::study::StudyArgs),
 }
 
 /// How contributions are combined (`--aggregate`).
@@ -295,6 +299,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Decode(a) => crate::tools::decode(&a),
         Command::Inspect(a) => crate::tools::inspect(&a),
         Command::Bench(a) => crate::bench::run(&a),
+        Command::Study(a) => crate::study::run(&a),
     }
 }
 

@@ -67,6 +67,7 @@ pub mod mpi;
 pub mod netmodel;
 pub mod plot;
 pub mod report;
+pub mod study;
 pub mod tools;
 pub mod train;
 
