@@ -151,7 +151,7 @@ pub struct StudyArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "dense-fp32,dense-fp16,gradcast-fixed:0.001,gradcast-adaptive,gradcast-budget:16384"
+        default_value = "dense-fp32,dense-fp16,gradcast-fixed:0.01,gradcast-adaptive,gradcast-budget:65536"
     )]
     pub methods: Vec<Method>,
     /// Learning rates of the sweep (SGD); each method then trains with the one that gave it
@@ -889,6 +889,17 @@ fn draw(
         chart
             .configure_mesh()
             .x_desc("modeled wall-clock time (s)")
+            .x_labels(8)
+            .x_label_formatter(&|v| {
+                if *v >= 10.0 {
+                    format!("{v:.0}")
+                } else if *v >= 1.0 {
+                    format!("{v:.1}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
+            .light_line_style(BLACK.mix(0.05))
             .y_desc("test accuracy (%)")
             .label_style((family, 13))
             .axis_desc_style((family, 14))
