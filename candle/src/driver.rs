@@ -27,9 +27,11 @@
 //! Everything the driver needs to continue lies in plain fields: [`JobState`] (epoch,
 //! position in the data order, the order itself, the generator's state) and per run
 //! [`RunState`] (counters and partial sums), besides each run's [`Sharing`] (which saves
-//! itself), its replicas' parameters (`VarMap::save`) and its optimizers. (candle-nn's AdamW
-//! keeps its moments private, so an AdamW run cannot be checkpointed without help from
-//! candle-nn; SGD has no state.)
+//! itself), its replicas' parameters and its optimizers (AdamW's moments included, see
+//! [`crate::optim::AdamW`]). [`Job::save_checkpoint`] and [`Job::resume`] write and load all
+//! of it, atomically and checked ([`checkpoint`]).
+
+pub mod checkpoint;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};

@@ -165,6 +165,31 @@ pub enum Error {
     #[error("checkpoint: {0}")]
     Checkpoint(String),
 
+    /// A job checkpoint was written for another run: the first configuration field that
+    /// differs, with the checkpoint's value and this run's.
+    #[error(
+        "checkpoint: written for another configuration: {field} is {saved} in the checkpoint, \
+         {current} in this run"
+    )]
+    CheckpointMismatch {
+        /// The field (`batch`, `seed`, `run 1 exchange`, ...).
+        field: String,
+        /// Its value in the checkpoint.
+        saved: String,
+        /// Its value in the run being resumed.
+        current: String,
+    },
+
+    /// No job checkpoint to resume from: the directory holds none that is valid for this
+    /// rank, or the ranks hold no round in common.
+    #[error("checkpoint: nothing to resume in {}: {why}", dir.display())]
+    NoCheckpoint {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Why (the files found and what is wrong with them).
+        why: String,
+    },
+
     /// A file could not be read or written.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

@@ -1,8 +1,13 @@
 //! The training driver's optimizers: candle-nn's SGD and AdamW behind one type.
+//!
+//! AdamW is [`AdamW`] here, candle-nn's algorithm with the same tensor operations in the same
+//! order (so the same bits), whose moments and step count are readable and settable: candle-nn
+//! keeps them private, and a checkpoint of a training run must hold them
+//! ([`crate::driver`]'s job checkpoints).
 
-use candle_core::Var;
 use candle_core::backprop::GradStore;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, SGD};
+use candle_core::{Tensor, Var};
+use candle_nn::{Optimizer, ParamsAdamW, SGD};
 use std::fmt;
 
 /// AdamW's hyper-parameters (candle-nn's `ParamsAdamW`, comparable and printable).
@@ -76,6 +81,98 @@ impl fmt::Display for OptimizerSpec {
                 p.lr, p.beta1, p.beta2, p.eps, p.weight_decay
             ),
         }
+    }
+}
+
+/// One variable's AdamW state.
+#[derive(Debug)]
+struct AdamWVar {
+    var: Var,
+    m: Var,
+    v: Var,
+}
+
+/// candle-nn's AdamW (`candle_nn::AdamW`, the same arithmetic in the same order, so the same
+/// bits), with its state readable and settable for checkpoints.
+#[derive(Debug)]
+pub struct AdamW {
+    vars: Vec<AdamWVar>,
+    step_t: usize,
+    params: ParamsAdamW,
+}
+
+impl AdamW {
+    /// Steps taken.
+    pub fn step_count(&self) -> usize {
+        self.step_t
+    }
+
+    /// Sets the steps taken (restoring a checkpoint).
+    pub fn set_step_count(&mut self, steps: usize) {
+        self.step_t = steps;
+    }
+
+    /// The moments of the variable whose tensor is `var` (by identity): first, second.
+    pub fn moments(&self, var: &Tensor) -> Option<(&Var, &Var)> {
+        self.vars
+            .iter()
+            .find(|x| x.var.as_tensor().id() == var.id())
+            .map(|x| (&x.m, &x.v))
+    }
+}
+
+impl Optimizer for AdamW {
+    type Config = ParamsAdamW;
+
+    fn new(vars: Vec<Var>, params: ParamsAdamW) -> candle_core::Result<Self> {
+        let vars = vars
+            .into_iter()
+            .filter(|var| var.dtype().is_float())
+            .map(|var| {
+                let m = Var::zeros(var.shape(), var.dtype(), var.device())?;
+                let v = Var::zeros(var.shape(), var.dtype(), var.device())?;
+                Ok(AdamWVar { var, m, v })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(AdamW {
+            vars,
+            step_t: 0,
+            params,
+        })
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.params.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.params.lr = lr;
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        // candle-nn 0.11's AdamW::step, operation for operation.
+        self.step_t += 1;
+        let p = &self.params;
+        let (lr, beta1, beta2) = (p.lr, p.beta1, p.beta2);
+        let lr_lambda = lr * p.weight_decay;
+        let scale_m = 1f64 / (1f64 - beta1.powi(self.step_t as i32));
+        let scale_v = 1f64 / (1f64 - beta2.powi(self.step_t as i32));
+        for x in &self.vars {
+            let theta = &x.var;
+            if let Some(g) = grads.get(theta) {
+                let next_m = ((x.m.as_tensor() * beta1)? + (g * (1.0 - beta1))?)?;
+                let next_v = ((x.v.as_tensor() * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
+                let m_hat = (&next_m * scale_m)?;
+                let v_hat = (&next_v * scale_v)?;
+                let next_theta = (theta.as_tensor() * (1f64 - lr_lambda))?;
+                let adjusted = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
+                let next_theta = (next_theta - (adjusted * lr)?)?;
+                x.m.set(&next_m)?;
+                x.v.set(&next_v)?;
+                theta.set(&next_theta)?;
+            }
+        }
+        Ok(())
     }
 }
 

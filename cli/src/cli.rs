@@ -265,6 +265,19 @@ pub struct TrainArgs {
     /// under mpirun, `--workers` per rank; needs a build with `--features mpi`).
     #[arg(long, value_enum, default_value_t = crate::mpi::TransportArg::Local)]
     pub transport: crate::mpi::TransportArg,
+    /// Write a checkpoint of the whole job (both runs: parameters, optimizer state, residuals,
+    /// threshold state, data order, counters) every K rounds into --checkpoint-dir; 0: never.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub checkpoint_every: u64,
+    /// Directory of the checkpoints (one file per rank; the previous one is deleted once
+    /// every rank has written the next). Defaults to the --resume directory.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue the job from the newest checkpoint in DIR, which must have been written by
+    /// the same command (same options, data and ranks): the result is bit-identical to an
+    /// uninterrupted run.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
 }
 
 fn usage_message(e: CliError) -> String {

@@ -161,12 +161,26 @@ impl TrainArgs {
                 self.hidden_list()
             ));
         }
+        if self.checkpoint_every > 0 && self.checkpoint_dir().is_none() {
+            return bad(format!(
+                "--checkpoint-every {} needs --checkpoint-dir DIR (or --resume DIR)",
+                self.checkpoint_every
+            ));
+        }
+        if self.checkpoint_every == 0 && self.checkpoint_dir.is_some() {
+            return bad("--checkpoint-dir needs --checkpoint-every K (K > 0)".into());
+        }
         // The policy's parameters against the core's rules (target:S < 1/16, say).
         self.threshold.policies(&[1 << 16]).map_err(|e| match e {
             gradcast_candle::Error::Config(m) => CliError::Usage(format!("--{m}")),
             other => CliError::Usage(format!("--threshold {}: {other}", self.threshold)),
         })?;
         Ok(())
+    }
+
+    /// Where checkpoints go: --checkpoint-dir, else the --resume directory.
+    pub fn checkpoint_dir(&self) -> Option<&std::path::Path> {
+        self.checkpoint_dir.as_deref().or(self.resume.as_deref())
     }
 
     fn hidden_list(&self) -> String {
@@ -467,7 +481,38 @@ fn train<B: Backend, N: Network>(
         .map_err(candle_err)?;
     job.add_run("gradcast", gc_cfg, backend()?, network()?)
         .map_err(candle_err)?;
-    job.run(&mut obs).map_err(candle_err)?;
+    if let Some(dir) = &a.resume {
+        let r = job.resume(dir).map_err(candle_err)?;
+        if let Some(b) = &obs.bar {
+            b.inc(2 * r.round);
+        }
+        obs.line(&format!(
+            "resumed from {} (round {} of {rounds}, {} bytes, loaded in {:.1} ms)",
+            r.path.display(),
+            r.round,
+            r.bytes,
+            r.seconds * 1e3
+        ));
+    }
+    let (mut saved, mut save_seconds, mut save_bytes) = (0u64, 0f64, 0u64);
+    while job.round(&mut obs).map_err(candle_err)? {
+        if a.checkpoint_every > 0
+            && job.rounds_done().is_multiple_of(a.checkpoint_every)
+            && let Some(dir) = a.checkpoint_dir()
+        {
+            let s = job.save_checkpoint(dir).map_err(candle_err)?;
+            saved += 1;
+            save_seconds += s.seconds;
+            save_bytes = s.bytes;
+        }
+    }
+    if saved > 0 {
+        obs.line(&format!(
+            "checkpoints: {saved} written, {save_bytes} bytes each on this rank, {:.1} ms each \
+             (mean)",
+            save_seconds * 1e3 / saved as f64
+        ));
+    }
     let mut runs = job.summaries().map_err(candle_err)?.into_iter();
     let (Some(dense), Some(gradcast)) = (runs.next(), runs.next()) else {
         return Err(CliError::Train("the driver returned no summaries".into()));
