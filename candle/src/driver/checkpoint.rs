@@ -87,10 +87,14 @@ fn parse_name(name: &str, rank: usize) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// `rank`'s checkpoints in `dir`, newest first.
+/// `rank`'s checkpoints in `dir`, newest first (none when `dir` does not exist).
 fn list(dir: &Path, rank: usize) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io("read directory", dir))? {
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        r => r.map_err(io("read directory", dir))?,
+    };
+    for entry in entries {
         let entry = entry.map_err(io("read directory", dir))?;
         if let Some(round) = entry.file_name().to_str().and_then(|n| parse_name(n, rank)) {
             out.push((round, entry.path()));
