@@ -178,6 +178,11 @@ fn crash_and_resume(mpi: bool) {
     let resumed = train(mpi, &out, &resume).output().expect("run gradcast");
     let text = String::from_utf8_lossy(&resumed.stdout);
     assert!(text.contains("resumed from"), "{text}");
+    for l in text.lines() {
+        if l.starts_with("resumed from") || l.starts_with("checkpoints:") {
+            println!("{l}");
+        }
+    }
     let (got, got_counts) = result(&resumed, &out);
     assert_eq!(got, want, "the resumed job's parameters differ");
     assert_eq!(got_counts, want_counts, "the resumed job's counters differ");
