@@ -108,13 +108,32 @@ fn newest(dir: &Path) -> Option<u64> {
         .max()
 }
 
-fn kill_group(child: &Child) {
-    // The job runs in its own process group: SIGKILL to all of it at once.
-    let status = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill failed");
+/// The processes whose command line names `marker` (this test's checkpoint directory): the
+/// job's processes and no others.
+fn job_pids(marker: &Path) -> Vec<String> {
+    let marker = marker.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(&marker)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// SIGKILL to the whole job at once: its process group, and every process of the job (MPI
+/// ranks may run in groups of their own).
+fn kill_job(child: &Child, marker: &Path) {
+    let mut args = vec!["-KILL".to_string(), "--".into(), format!("-{}", child.id())];
+    args.extend(job_pids(marker));
+    // `kill` fails if one of them was already gone; the check below is what counts.
+    let _ = Command::new("kill").args(&args).status().expect("run kill");
 }
 
 fn crash_and_resume(mpi: bool) {
@@ -157,20 +176,21 @@ fn crash_and_resume(mpi: bool) {
         assert!(t.elapsed() < Duration::from_secs(300), "no checkpoint of round {at}");
         std::thread::sleep(Duration::from_millis(1));
     }
-    kill_group(&child);
+    kill_job(&child, &ck);
     let st = child.wait().expect("wait");
     assert!(!st.success(), "the job finished before the kill");
     let killed_at = newest(&ck).unwrap_or(0);
     println!("killed after the checkpoint of round {at} (newest file: round {killed_at})");
     assert!(killed_at < rounds, "the job was not killed before its end");
-    if mpi {
-        // No rank survives the kill of its process group.
-        std::thread::sleep(Duration::from_millis(500));
-        let left = Command::new("pgrep")
-            .args(["-g", &child.id().to_string()])
-            .output()
-            .expect("pgrep");
-        assert!(left.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&left.stdout));
+    // No process of the job survives.
+    let t = Instant::now();
+    while !job_pids(&ck).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "processes left: {:?}",
+            job_pids(&ck)
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 
     let mut resume = flags.clone();
