@@ -108,7 +108,11 @@ fn stopped_and_resumed(optimizer: OptimizerSpec, every: u64, name: &str) {
     let mut reference = job(c.clone(), &train, &test);
     reference.run(&mut Quiet).expect("uninterrupted run");
     let want = fingerprint(&reference);
-    let want_records: Vec<_> = reference.runs().iter().map(|r| r.records().to_vec()).collect();
+    let want_records: Vec<_> = reference
+        .runs()
+        .iter()
+        .map(|r| r.records().to_vec())
+        .collect();
 
     let mut rng = SplitMix64::new(seed());
     // Stop after a random round past the first checkpoint, before the end.
@@ -129,8 +133,15 @@ fn stopped_and_resumed(optimizer: OptimizerSpec, every: u64, name: &str) {
     assert_eq!(r.round, stop - stop % every, "stopped after round {stop}");
     assert_eq!(resumed.rounds_done(), r.round);
     resumed.run(&mut Quiet).expect("the rest");
-    assert!(fingerprint(&resumed) == want, "stopped after {stop}: not bit-identical");
-    let records: Vec<_> = resumed.runs().iter().map(|r| r.records().to_vec()).collect();
+    assert!(
+        fingerprint(&resumed) == want,
+        "stopped after {stop}: not bit-identical"
+    );
+    let records: Vec<_> = resumed
+        .runs()
+        .iter()
+        .map(|r| r.records().to_vec())
+        .collect();
     assert_eq!(records, want_records);
     // One file per rank remains: the older ones were deleted.
     let files = std::fs::read_dir(&dir).expect("dir").count();
@@ -188,7 +199,8 @@ fn damaged_truncated_and_foreign_checkpoints_are_refused() {
     let bytes = saved(&dir, adamw());
     let (train, test) = split();
     let mut j = job(config(adamw()), &train, &test);
-    j.restore_checkpoint_bytes(&bytes).expect("the intact bytes load");
+    j.restore_checkpoint_bytes(&bytes)
+        .expect("the intact bytes load");
     let mut j = job(config(adamw()), &train, &test);
     let before = fingerprint(&j);
     let mut rng = SplitMix64::new(seed());
@@ -202,9 +214,15 @@ fn damaged_truncated_and_foreign_checkpoints_are_refused() {
         let at = rng.below(bytes.len());
         flipped[at] ^= 1 << rng.below(8);
         let e = j.restore_checkpoint_bytes(&flipped).unwrap_err();
-        assert!(matches!(e, Error::Checkpoint(_)), "bit flipped at {at}: {e}");
+        assert!(
+            matches!(e, Error::Checkpoint(_)),
+            "bit flipped at {at}: {e}"
+        );
     }
-    assert!(fingerprint(&j) == before, "a refused checkpoint changed the job");
+    assert!(
+        fingerprint(&j) == before,
+        "a refused checkpoint changed the job"
+    );
     // Another configuration: the field is named.
     for (c, field) in [
         (
@@ -232,7 +250,12 @@ fn damaged_truncated_and_foreign_checkpoints_are_refused() {
     // Another threshold policy in the gradcast run: the run's sharing is named.
     let mut other = Job::new(config(adamw()), &train, &test).unwrap();
     other
-        .add_run("dense", Config::with_exchange(Exchange::DenseF32), Cpu::default(), InProcess)
+        .add_run(
+            "dense",
+            Config::with_exchange(Exchange::DenseF32),
+            Cpu::default(),
+            InProcess,
+        )
         .unwrap();
     other
         .add_run(

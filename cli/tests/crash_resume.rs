@@ -173,7 +173,10 @@ fn crash_and_resume(mpi: bool) {
         if let Some(st) = child.try_wait().expect("wait") {
             panic!("the job ended ({st}) before round {at}: nothing to kill");
         }
-        assert!(t.elapsed() < Duration::from_secs(300), "no checkpoint of round {at}");
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "no checkpoint of round {at}"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     kill_job(&child, &ck);
@@ -230,15 +233,23 @@ fn killed_at_a_random_round_and_resumed_under_mpi_is_bit_identical() {
 #[test]
 fn resume_without_a_checkpoint_is_a_clear_error() {
     let base = tmp("none");
-    let o = train(false, &base.join("out"), &["--resume".into(), base.join("ck").display().to_string()])
-        .output()
-        .expect("run gradcast");
+    let o = train(
+        false,
+        &base.join("out"),
+        &["--resume".into(), base.join("ck").display().to_string()],
+    )
+    .output()
+    .expect("run gradcast");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nothing to resume"), "{err}");
-    let o = train(false, &base.join("out"), &["--checkpoint-every".into(), "3".into()])
-        .output()
-        .expect("run gradcast");
+    let o = train(
+        false,
+        &base.join("out"),
+        &["--checkpoint-every".into(), "3".into()],
+    )
+    .output()
+    .expect("run gradcast");
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--checkpoint-dir"));
     let _ = std::fs::remove_dir_all(&base);

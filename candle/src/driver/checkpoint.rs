@@ -307,7 +307,9 @@ fn check_frame(bytes: &[u8]) -> Result<usize> {
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
     if version != VERSION {
-        return Err(bad(format!("version {version}, this build reads {VERSION}")));
+        return Err(bad(format!(
+            "version {version}, this build reads {VERSION}"
+        )));
     }
     let mut total = [0u8; 8];
     total.copy_from_slice(&bytes[8..16]);
@@ -477,9 +479,9 @@ impl<B: Backend, N: Network> Job<'_, B, N> {
     }
 
     fn rank_and_ranks(&self) -> (usize, usize) {
-        self.runs
-            .first()
-            .map_or((0, 1), |r| (r.sharing.network.rank(), r.sharing.network.ranks()))
+        self.runs.first().map_or((0, 1), |r| {
+            (r.sharing.network.rank(), r.sharing.network.ranks())
+        })
     }
 
     /// What must be equal between a checkpoint and the job resuming it, field by field.
@@ -515,7 +517,10 @@ impl<B: Backend, N: Network> Job<'_, B, N> {
         .collect::<Vec<_>>();
         for (i, run) in self.runs.iter().enumerate() {
             d.push((format!("run {i} name"), run.name.clone()));
-            d.push((format!("run {i} sharing"), format!("{:?}", run.sharing.config)));
+            d.push((
+                format!("run {i} sharing"),
+                format!("{:?}", run.sharing.config),
+            ));
         }
         d
     }
@@ -677,7 +682,9 @@ impl<B: Backend, N: Network> Job<'_, B, N> {
             }
         }
         if s.order.len() != n {
-            return Err(bad("the data order is not a permutation of the training set"));
+            return Err(bad(
+                "the data order is not a permutation of the training set",
+            ));
         }
         let per_epoch = rounds_per_epoch(n, self.config.batch) as usize;
         if s.epoch > self.config.epochs || s.batch >= per_epoch.max(1) {
@@ -759,8 +766,7 @@ impl<B: Backend, N: Network> Job<'_, B, N> {
                     var.set(&t)?;
                 }
                 if let (AnyOptimizer::AdamW(a), Some((steps, moments))) = (opt, rep.adamw) {
-                    for ((_, var), (sv, (m, v))) in vars.iter().zip(rep.vars.iter().zip(moments))
-                    {
+                    for ((_, var), (sv, (m, v))) in vars.iter().zip(rep.vars.iter().zip(moments)) {
                         let (vm_, vv) = a
                             .moments(var.as_tensor())
                             .ok_or_else(|| bad(format!("`{}` has no AdamW state", sv.name)))?;
