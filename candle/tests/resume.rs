@@ -66,8 +66,11 @@ fn job<'d>(c: TrainConfig, train: &'d Dataset, test: &'d Dataset) -> Job<'d, Cpu
     j
 }
 
+/// Per run: every replica's variables by name, rounds, bytes.
+type Fingerprint = Vec<(Vec<Vec<(String, Vec<f32>)>>, u64, u64)>;
+
 /// Every replica's parameters of every run, and the counters that must match.
-fn fingerprint(j: &Job<'_, Cpu, InProcess>) -> Vec<(Vec<Vec<(String, Vec<f32>)>>, u64, u64)> {
+fn fingerprint(j: &Job<'_, Cpu, InProcess>) -> Fingerprint {
     j.runs()
         .iter()
         .map(|r| {

@@ -100,7 +100,7 @@ fn list(dir: &Path, rank: usize) -> Result<Vec<(u64, PathBuf)>> {
             out.push((round, entry.path()));
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 
@@ -260,10 +260,13 @@ struct SavedVar {
     values: Vec<f32>,
 }
 
+/// AdamW's state of one replica: the step count and per variable (in the replica's variable
+/// order) the first and second moments.
+type AdamWSaved = (u64, Vec<(Vec<f32>, Vec<f32>)>);
+
 struct SavedReplica {
     vars: Vec<SavedVar>,
-    /// AdamW: the step count and per variable (same order) both moments.
-    adamw: Option<(u64, Vec<(Vec<f32>, Vec<f32>)>)>,
+    adamw: Option<AdamWSaved>,
 }
 
 struct SavedRun {
