@@ -26,6 +26,7 @@ use gradcast_core::{Backend, ConfigError, Error, ErrorKind, ProtocolError};
 use round_common::{update_of, with_watchdog};
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const N: usize = 16;
@@ -37,6 +38,16 @@ const LATE: Duration = Duration::from_millis(700);
 /// Scheduling slack on a loaded machine.
 const SLACK: Duration = Duration::from_secs(2);
 const WATCHDOG: Duration = Duration::from_secs(20);
+
+/// One timing test at a time: the test harness runs this file's tests on parallel threads,
+/// and on 2 cores the parties of one test (spinning ones included) could delay another
+/// test's punctual party past its 200 ms timeout, which then names it as not arrived too.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs alone.
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn config(p: usize, timeout: Duration) -> RoundConfig {
     RoundConfig {
@@ -90,6 +101,7 @@ type Failure = (u64, Instant, Instant, RoundError<Error, Error>);
 /// work.
 fn straggler_past_the_timeout<R: Relax>() {
     let what = format!("straggler ({})", std::any::type_name::<R>());
+    let _serial = serial();
     with_watchdog(&what.clone(), WATCHDOG, || {
         let p = 3;
         let mut acc: Accumulator<Reference, FixedEncoder, Local, R> = Accumulator::new(
@@ -128,15 +140,27 @@ fn straggler_past_the_timeout<R: Relax>() {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let first = expect_timeout(&failures[0].3, 3, WaitStage::Publish);
-        assert_eq!(missing(&first), set(&[1]), "{}", failures[0].3);
+        // Party 1 is named. Parties 0 and 2 arrive within microseconds and time out at about
+        // the same instant: the first to poison may already see the other's arrival
+        // withdrawn (a timed-out party withdraws it before poisoning), which the record
+        // counts as one more party not arrived, unnamed. Never another named party.
+        let named = missing(&first);
+        assert!(
+            named.iter().eq([1]) && (1..=2).contains(&named.len()),
+            "{}",
+            failures[0].3
+        );
         let mut worst = Duration::ZERO;
         for (i, (round, started, at, e)) in failures.iter().enumerate() {
             assert_eq!(*round, 3);
             assert_eq!(expect_timeout(e, 3, WaitStage::Publish), first, "party {i}");
             if i != 1 {
                 let waited = at.duration_since(*started);
+                // The first to time out waited T; the other punctual party returns when it
+                // sees the poison, T after the first one's arrival: less than T by the
+                // difference of their arrivals, which scheduling on 2 cores can stretch.
                 assert!(
-                    waited >= T && waited < T + SLACK,
+                    waited >= T / 2 && waited < T + SLACK,
                     "party {i} waited {waited:?}"
                 );
                 worst = worst.max(waited);
@@ -257,6 +281,7 @@ impl Backend for Slow {
 /// it arrives. Every replica stepped round 2, so a reset reports a partially applied round.
 #[test]
 fn slow_step_times_out_at_the_closing_barrier() {
+    let _serial = serial();
     with_watchdog("closing barrier", WATCHDOG, || {
         let p = 3;
         let mut acc: Accumulator<Slow, FixedEncoder, Local, Park> =
@@ -310,6 +335,7 @@ fn slow_step_times_out_at_the_closing_barrier() {
 /// ticket for round 1 and waits at the gate: it times out naming round 0 and party 1.
 #[test]
 fn gate_timeout_names_the_round_still_running() {
+    let _serial = serial();
     with_watchdog("gate", WATCHDOG, || {
         let p = 2;
         let mut acc: Accumulator<Reference, FixedEncoder, Local, Park> = Accumulator::new(
@@ -406,6 +432,7 @@ type NodeFailure = (usize, usize, Instant, RoundError<Error, Error>);
 /// fails at once with an error naming node 1 and the cause, long before any timeout.
 #[test]
 fn a_node_whose_round_fails_tells_the_other_nodes() {
+    let _serial = serial();
     with_watchdog("node failure", WATCHDOG, || {
         let p = 2;
         let long = Duration::from_secs(30);
@@ -499,6 +526,7 @@ fn a_node_whose_round_fails_tells_the_other_nodes() {
 /// after the hub's 300 ms, naming node 1.
 #[test]
 fn a_node_that_stops_is_named_by_the_exchange_timeout() {
+    let _serial = serial();
     with_watchdog("node stops", WATCHDOG, || {
         let p = 2;
         let hub_timeout = Duration::from_millis(300);
