@@ -476,14 +476,12 @@ fn train_methods(
             .map_err(candle_err)?;
     }
     let mut obs = Collect {
-        runs: vec![(Vec::new(), vec![(0, f64::NAN)]); methods.len()],
+        runs: vec![(Vec::new(), Vec::new()); methods.len()],
     };
     job.run(&mut obs).map_err(candle_err)?;
     let summaries = job.summaries().map_err(candle_err)?;
     let mut out = Vec::new();
-    for ((m, s), (rounds, mut evals)) in methods.iter().zip(summaries).zip(obs.runs) {
-        // The accuracy before training is unknown to the observer: drop the placeholder.
-        evals.retain(|e| !e.1.is_nan());
+    for ((m, s), (rounds, evals)) in methods.iter().zip(summaries).zip(obs.runs) {
         let n = rounds.len().max(1) as f64;
         let slowest = |f: &dyn Fn(&RoundCost) -> f64| rounds.iter().map(f).sum::<f64>() / n;
         let mean_round_s = [
