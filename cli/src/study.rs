@@ -26,10 +26,10 @@
 //! conversion is not charged (a good baseline converts inside the overlap).
 
 use crate::cli::load_data;
-use crate::data::Split;
 use crate::error::CliError;
 use crate::netmodel::{self, Link, Precision};
 use crate::train::candle_err;
+use gradcast_candle::data::Dataset;
 use gradcast_candle::driver::{
     Compute, EvalRecord, Job, Observer, Replicas, RoundRecord, TrainConfig, rounds_per_epoch,
 };
@@ -133,6 +133,11 @@ pub struct StudyArgs {
     /// Use at most this many training samples (the first ones; default: all).
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// The CNN trains on at most this many of them: its forward and backward pass costs about
+    /// twice the MLP's per sample on a CPU, and the default grid is sized to finish in about
+    /// an hour on a 2-core machine. `0`: the same samples as the MLP.
+    #[arg(long, default_value_t = 30_000)]
+    pub cnn_train_limit: usize,
     /// Use at most this many test samples (the first ones; default: all).
     #[arg(long)]
     pub test_limit: Option<usize>,
@@ -155,10 +160,14 @@ pub struct StudyArgs {
     )]
     pub methods: Vec<Method>,
     /// Learning rates of the sweep (SGD); each method then trains with the one that gave it
-    /// the best final accuracy on the headline configuration (the first model at the largest
-    /// P, first seed). One value: no sweep.
-    #[arg(long, value_delimiter = ',', default_value = "0.05")]
+    /// the best final accuracy in the sweep: the headline configuration (the first model at
+    /// the largest P, first seed) for one epoch on the first `--sweep-train-limit` training
+    /// samples. One value: no sweep.
+    #[arg(long, value_delimiter = ',', default_value = "0.02,0.05,0.1")]
     pub lr: Vec<f64>,
+    /// Training samples of the learning-rate sweep (the first ones).
+    #[arg(long, default_value_t = 15_360)]
+    pub sweep_train_limit: usize,
     /// Seeds of the headline configuration (the first model at the largest P); every other
     /// configuration uses the first seed only.
     #[arg(long, default_value_t = 3)]
@@ -167,7 +176,7 @@ pub struct StudyArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Passes over the training set.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub epochs: usize,
     /// Global batch, split over the P workers.
     #[arg(long, default_value_t = 256)]
@@ -185,8 +194,8 @@ pub struct StudyArgs {
     #[arg(long, value_delimiter = ',', default_value = "0.1,1,10,100")]
     pub gbit: Vec<f64>,
     /// A small grid for CI, to check the pipeline, not to conclude: the first 512 training
-    /// and 500 test samples, MLP 784-64-64-10 and the CNN, P in {2, 4}, one seed, one epoch
-    /// of batch 64.
+    /// and 500 test samples (the sweep: 256), MLP 784-64-64-10 and the CNN, P in {2, 4}, one
+    /// seed, one epoch of batch 64.
     #[arg(long)]
     pub quick: bool,
     /// Output directory.
@@ -203,6 +212,7 @@ impl StudyArgs {
         let mut a = self.clone();
         if a.quick {
             a.train_limit = Some(a.train_limit.unwrap_or(512).min(512));
+            a.sweep_train_limit = a.sweep_train_limit.min(256);
             a.test_limit = Some(a.test_limit.unwrap_or(500).min(500));
             a.hidden = 64;
             a.workers = vec![2, 4];
@@ -233,6 +243,12 @@ impl StudyArgs {
         }
         if self.seeds == 0 || self.epochs == 0 || self.evals_per_epoch == 0 {
             return bad("--seeds, --epochs and --evals-per-epoch must be at least 1".into());
+        }
+        if self.sweep_train_limit < self.batch && self.lr.len() > 1 {
+            return bad(format!(
+                "--sweep-train-limit {} is smaller than --batch {}: the sweep needs one round",
+                self.sweep_train_limit, self.batch
+            ));
         }
         if self.hidden == 0 {
             return bad("--hidden must be at least 1".into());
@@ -361,6 +377,8 @@ pub struct ConfigResult {
     pub workers: usize,
     /// Seed.
     pub seed: u64,
+    /// Training samples (the CNN may train on fewer than the MLP: `--cnn-train-limit`).
+    pub train_samples: usize,
     /// Rounds per method.
     pub rounds: u64,
     /// The target accuracy, in [0, 1].
@@ -448,28 +466,30 @@ fn links(a: &StudyArgs) -> Result<Vec<Link>, CliError> {
 }
 
 /// Trains `methods` (all with learning rate `lr`) side by side in one job.
+#[allow(clippy::too_many_arguments)]
 fn train_methods(
     a: &StudyArgs,
-    split: &Split,
+    (train, test): (&Dataset, &Dataset),
+    epochs: usize,
     model: StudyModel,
     workers: usize,
     seed: u64,
     lr: f64,
     methods: &[Method],
 ) -> Result<Vec<MethodRun>, CliError> {
-    let per_epoch = rounds_per_epoch(split.train.len(), a.batch);
+    let per_epoch = rounds_per_epoch(train.len(), a.batch);
     let config = TrainConfig {
         model: a.spec(model),
         workers,
         batch: a.batch,
-        epochs: a.epochs,
+        epochs,
         seed,
         optimizer: OptimizerSpec::Sgd { lr },
         compute: Compute::Sequential,
         replicas: Replicas::PerWorker,
         eval_every: (per_epoch / a.evals_per_epoch).max(1),
     };
-    let mut job = Job::new(config, &split.train, &split.test).map_err(candle_err)?;
+    let mut job = Job::new(config, train, test).map_err(candle_err)?;
     for m in methods {
         let cfg = Config::with_exchange(m.exchange());
         job.add_run(&m.to_string(), cfg, crate::backends::cpu()?, InProcess)
@@ -623,9 +643,15 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
     // The learning rate of each method: the best final accuracy on the headline configuration.
     let mut best: Vec<(f64, f64)> = vec![(a.lr[0], f64::NEG_INFINITY); a.methods.len()];
     if a.lr.len() > 1 {
+        let sweep_train = subset(&split.train, a.sweep_train_limit);
         for &lr in &a.lr {
-            say(format!("sweep: {} P = {head_p} lr {lr}", head_model.name()));
-            let runs = train_methods(&a, &split, head_model, head_p, a.seed, lr, &a.methods)?;
+            say(format!(
+                "sweep: {} P = {head_p} lr {lr}, one epoch of {} samples",
+                head_model.name(),
+                sweep_train.len()
+            ));
+            let data = (&sweep_train, &split.test);
+            let runs = train_methods(&a, data, 1, head_model, head_p, a.seed, lr, &a.methods)?;
             for (b, r) in best.iter_mut().zip(&runs) {
                 if r.final_accuracy > b.1 {
                     *b = (lr, r.final_accuracy);
@@ -636,8 +662,17 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
     let lrs: Vec<f64> = best.iter().map(|b| b.0).collect();
 
     let mut configs = Vec::new();
+    let cnn_train = match a.cnn_train_limit {
+        0 => None,
+        n if n < split.train.len() => Some(subset(&split.train, n)),
+        _ => None,
+    };
     for &model in &a.models {
         let spec = a.spec(model);
+        let train = match (model, &cnn_train) {
+            (StudyModel::Cnn, Some(t)) => t,
+            _ => &split.train,
+        };
         let params = spec.param_count(input, classes).ok_or_else(|| {
             CliError::Usage(format!(
                 "--models {}: the parameter count overflows",
@@ -664,10 +699,16 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
                 for &l in &distinct {
                     let idx: Vec<usize> = (0..a.methods.len()).filter(|&i| lrs[i] == l).collect();
                     let ms: Vec<Method> = idx.iter().map(|&i| a.methods[i]).collect();
-                    for (i, r) in idx
-                        .into_iter()
-                        .zip(train_methods(&a, &split, model, p, seed, l, &ms)?)
-                    {
+                    for (i, r) in idx.into_iter().zip(train_methods(
+                        &a,
+                        (train, &split.test),
+                        a.epochs,
+                        model,
+                        p,
+                        seed,
+                        l,
+                        &ms,
+                    )?) {
                         runs[i] = Some(r);
                     }
                 }
@@ -678,7 +719,8 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
                     params,
                     workers: p,
                     seed,
-                    rounds: rounds_per_epoch(split.train.len(), a.batch) * a.epochs as u64,
+                    train_samples: train.len(),
+                    rounds: rounds_per_epoch(train.len(), a.batch) * a.epochs as u64,
                     target: 0.0,
                     methods,
                     break_even_gbit: Vec::new(),
@@ -722,7 +764,14 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn truncate(d: &mut gradcast_candle::data::Dataset, limit: Option<usize>) {
+/// The first `n` samples of `d` (all of them if it has fewer).
+fn subset(d: &Dataset, n: usize) -> Dataset {
+    let mut s = d.clone();
+    truncate(&mut s, Some(n));
+    s
+}
+
+fn truncate(d: &mut Dataset, limit: Option<usize>) {
     if let Some(n) = limit
         && n < d.len()
     {
@@ -752,7 +801,7 @@ pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let bw: Vec<String> = r.gbit.iter().map(|g| format!("{g} Gbit/s")).collect();
     s.push_str(&format!(
-        "Data {} ({} train / {} test), batch {}, {} epochs, alpha {} us; learning rates: {}\n\n",
+        "Data {} ({} train / {} test), batch {}, {} epochs, alpha {:.1} us; learning rates: {}\n\n",
         r.data.0,
         r.data.1,
         r.data.2,
@@ -766,11 +815,12 @@ pub fn markdown(r: &Report) -> String {
     ));
     for c in &r.configs {
         s.push_str(&format!(
-            "### {} ({} parameters), P = {}, seed {}, {} rounds; target {:.2}%\n\n",
+            "### {} ({} parameters), P = {}, seed {}, {} training samples, {} rounds; target {:.2}%\n\n",
             c.shape,
             c.params,
             c.workers,
             c.seed,
+            c.train_samples,
             c.rounds,
             100.0 * c.target
         ));
@@ -815,6 +865,85 @@ pub fn markdown(r: &Report) -> String {
             ));
         }
         s.push_str("\n\n");
+    }
+    s.push_str(&seed_summary(r));
+    s
+}
+
+/// For every (model, P) trained with several seeds: each method's final accuracy and its
+/// speed-up in time to target over dense fp32 and dense fp16 at each bandwidth, as the mean
+/// and the range over the seeds (a seed where either method missed the target is left out
+/// of that cell, and the cell says over how many seeds it is).
+fn seed_summary(r: &Report) -> String {
+    let mut s = String::new();
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    for c in &r.configs {
+        if !groups.contains(&(c.model.as_str(), c.workers)) {
+            groups.push((c.model.as_str(), c.workers));
+        }
+    }
+    let stat = |v: &[f64], digits: usize, unit: &str| -> String {
+        if v.is_empty() {
+            return "-".into();
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{mean:.digits$}{unit} ({lo:.digits$}-{hi:.digits$})")
+    };
+    for (model, p) in groups {
+        let cs: Vec<&ConfigResult> = r
+            .configs
+            .iter()
+            .filter(|c| c.model == model && c.workers == p)
+            .collect();
+        if cs.len() < 2 {
+            continue;
+        }
+        s.push_str(&format!(
+            "### {model}, P = {p}: mean (range) over {} seeds\n\n| method | final acc. % |",
+            cs.len()
+        ));
+        for g in &r.gbit {
+            s.push_str(&format!(" vs fp32, {g} Gbit/s | vs fp16, {g} Gbit/s |"));
+        }
+        s.push('\n');
+        s.push_str(&"|---".repeat(2 + 2 * r.gbit.len()));
+        s.push_str("|\n");
+        for m in &cs[0].methods {
+            let runs: Vec<(&ConfigResult, &MethodRun)> = cs
+                .iter()
+                .filter_map(|c| {
+                    c.methods
+                        .iter()
+                        .find(|x| x.method == m.method)
+                        .map(|x| (*c, x))
+                })
+                .collect();
+            let acc: Vec<f64> = runs.iter().map(|(_, x)| 100.0 * x.final_accuracy).collect();
+            s.push_str(&format!("| {} | {} |", m.method, stat(&acc, 2, "")));
+            for i in 0..r.gbit.len() {
+                for base in [Method::DenseFp32, Method::DenseFp16] {
+                    let v: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|(c, x)| {
+                            let b = c.methods.iter().find(|d| d.kind == Some(base))?;
+                            let tb = b.time_to_target_s.get(i).copied().flatten()?;
+                            let tx = x.time_to_target_s.get(i).copied().flatten()?;
+                            (tx > 0.0).then(|| tb / tx)
+                        })
+                        .collect();
+                    let cell = stat(&v, 2, "x");
+                    if v.is_empty() || v.len() == runs.len() {
+                        s.push_str(&format!(" {cell} |"));
+                    } else {
+                        s.push_str(&format!(" {cell}, {} of {} seeds |", v.len(), runs.len()));
+                    }
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
     }
     s
 }
@@ -1022,12 +1151,14 @@ mod tests {
         let a = StudyArgs {
             data: "digits".into(),
             train_limit: None,
+            cnn_train_limit: 0,
             test_limit: None,
             models: vec![StudyModel::Mlp],
             hidden: 8,
             workers: vec![4],
             methods: vec![Method::DenseFp32],
             lr: vec![0.1],
+            sweep_train_limit: 8,
             seeds: 1,
             seed: 1,
             epochs: 1,
