@@ -389,6 +389,10 @@ pub struct ConfigResult {
     /// longer below the faster dense baseline's (`None`: it pays up to 10,000 Gbit/s, or it
     /// never reached the target, or there is no dense baseline that did).
     pub break_even_gbit: Vec<(String, Option<f64>)>,
+    /// Per gradcast method: the bandwidth (Gbit/s) above which its mean modeled round is no
+    /// longer shorter than the faster dense baseline's: where it stops paying per round,
+    /// whatever the rounds to target (`None`: not within 0.01 to 10,000 Gbit/s).
+    pub step_break_even_gbit: Vec<(String, Option<f64>)>,
 }
 
 /// The whole study.
@@ -406,6 +410,11 @@ pub struct Report {
     pub epochs: usize,
     /// Per method, the learning rate chosen by the sweep.
     pub lr: Vec<(String, f64)>,
+    /// The sweep: (method, learning rate, final test accuracy) of every run (empty without
+    /// a sweep).
+    pub sweep: Vec<(String, f64, f64)>,
+    /// Training samples of the sweep.
+    pub sweep_train_samples: usize,
     /// Every configuration.
     pub configs: Vec<ConfigResult>,
 }
@@ -548,8 +557,7 @@ fn break_even(
     gc: &MethodRun,
     dense: &[&MethodRun],
 ) -> Result<Option<f64>, CliError> {
-    for i in 0..=120 {
-        let g = 10f64.powf(-2.0 + i as f64 / 20.0);
+    for g in break_even_grid() {
         let link = Link::gbit(a.alpha_us * 1e-6, g).map_err(|e| CliError::Usage(e.to_string()))?;
         let Some(t_gc) = gc.time_to(&link, params, target)? else {
             return Ok(None);
@@ -563,6 +571,41 @@ fn break_even(
         let Some(best) = best else {
             return Ok(None);
         };
+        if t_gc >= best {
+            return Ok(Some(g));
+        }
+    }
+    Ok(None)
+}
+
+/// The bandwidth grid of the break-even searches: 0.01 to 10,000 Gbit/s, 20 points per
+/// decade.
+fn break_even_grid() -> impl Iterator<Item = f64> {
+    (0..=120).map(|i| 10f64.powf(-2.0 + i as f64 / 20.0))
+}
+
+/// The smallest bandwidth of [`break_even_grid`] at which `gc`'s mean modeled round is no
+/// longer shorter than the faster of `dense`.
+fn step_break_even(
+    a: &StudyArgs,
+    params: u64,
+    gc: &MethodRun,
+    dense: &[&MethodRun],
+) -> Result<Option<f64>, CliError> {
+    let mean = |m: &MethodRun, link: &Link| -> Result<f64, CliError> {
+        let t = m.step_times(link, params)?;
+        Ok(t.iter().sum::<f64>() / t.len().max(1) as f64)
+    };
+    if dense.is_empty() || gc.rounds.is_empty() {
+        return Ok(None);
+    }
+    for g in break_even_grid() {
+        let link = Link::gbit(a.alpha_us * 1e-6, g).map_err(|e| CliError::Usage(e.to_string()))?;
+        let t_gc = mean(gc, &link)?;
+        let mut best = f64::INFINITY;
+        for d in dense {
+            best = best.min(mean(d, &link)?);
+        }
         if t_gc >= best {
             return Ok(Some(g));
         }
@@ -607,6 +650,15 @@ fn finish_config(a: &StudyArgs, links: &[Link], c: &mut ConfigResult) -> Result<
         ));
     }
     c.break_even_gbit = even;
+    let mut step = Vec::new();
+    for m in c
+        .methods
+        .iter()
+        .filter(|m| matches!(m.kind, Some(Method::Gradcast(_))))
+    {
+        step.push((m.method.clone(), step_break_even(a, c.params, m, &dense)?));
+    }
+    c.step_break_even_gbit = step;
     Ok(())
 }
 
@@ -642,8 +694,11 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
 
     // The learning rate of each method: the best final accuracy on the headline configuration.
     let mut best: Vec<(f64, f64)> = vec![(a.lr[0], f64::NEG_INFINITY); a.methods.len()];
+    let mut sweep = Vec::new();
+    let mut sweep_train_samples = 0;
     if a.lr.len() > 1 {
         let sweep_train = subset(&split.train, a.sweep_train_limit);
+        sweep_train_samples = sweep_train.len();
         for &lr in &a.lr {
             say(format!(
                 "sweep: {} P = {head_p} lr {lr}, one epoch of {} samples",
@@ -653,6 +708,8 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
             let data = (&sweep_train, &split.test);
             let runs = train_methods(&a, data, 1, head_model, head_p, a.seed, lr, &a.methods)?;
             for (b, r) in best.iter_mut().zip(&runs) {
+                say(format!("  {} {:.2}%", r.method, 100.0 * r.final_accuracy));
+                sweep.push((r.method.clone(), lr, r.final_accuracy));
                 if r.final_accuracy > b.1 {
                     *b = (lr, r.final_accuracy);
                 }
@@ -724,6 +781,7 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
                     target: 0.0,
                     methods,
                     break_even_gbit: Vec::new(),
+                    step_break_even_gbit: Vec::new(),
                 };
                 finish_config(&a, &links, &mut c)?;
                 configs.push(c);
@@ -742,6 +800,8 @@ pub fn run(args: &StudyArgs) -> Result<(), CliError> {
             .zip(&lrs)
             .map(|(m, &l)| (m.to_string(), l))
             .collect(),
+        sweep,
+        sweep_train_samples,
         configs,
     };
     let json = serde_json::to_string_pretty(&report)
@@ -813,6 +873,36 @@ pub fn markdown(r: &Report) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    if !r.sweep.is_empty() {
+        let mut lrs: Vec<f64> = Vec::new();
+        for (_, l, _) in &r.sweep {
+            if !lrs.contains(l) {
+                lrs.push(*l);
+            }
+        }
+        s.push_str(&format!(
+            "### Learning-rate sweep: final test accuracy, one epoch of {} samples\n\n| method |",
+            r.sweep_train_samples
+        ));
+        for l in &lrs {
+            s.push_str(&format!(" lr {l} |"));
+        }
+        s.push('\n');
+        s.push_str(&"|---".repeat(1 + lrs.len()));
+        s.push_str("|\n");
+        for (m, _) in &r.lr {
+            s.push_str(&format!("| {m} |"));
+            for l in &lrs {
+                let acc = r.sweep.iter().find(|(x, y, _)| x == m && y == l);
+                match acc {
+                    Some((_, _, a)) => s.push_str(&format!(" {:.2}% |", 100.0 * a)),
+                    None => s.push_str(" - |"),
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
     for c in &r.configs {
         s.push_str(&format!(
             "### {} ({} parameters), P = {}, seed {}, {} training samples, {} rounds; target {:.2}%\n\n",
@@ -835,13 +925,18 @@ pub fn markdown(r: &Report) -> String {
         let fp32 = find(Method::DenseFp32);
         let fp16 = find(Method::DenseFp16);
         for m in &c.methods {
+            // A dense method's reduction is part of the modeled all-reduce, not charged apart.
+            let codec = match m.kind.and_then(Method::precision) {
+                Some(_) => "-".to_string(),
+                None => format!("{:.2}", 1e3 * (m.mean_round_s[2] + m.mean_round_s[3])),
+            };
             s.push_str(&format!(
-                "| {} | {:.2}% | {:.0} | {:.1} | {:.2} |",
+                "| {} | {:.2}% | {:.0} | {:.1} | {} |",
                 m.method,
                 100.0 * m.final_accuracy,
                 m.mean_message_bytes,
                 1e3 * (m.mean_round_s[0] + m.mean_round_s[1]),
-                1e3 * (m.mean_round_s[2] + m.mean_round_s[3]),
+                codec,
             ));
             for (i, t) in m.time_to_target_s.iter().enumerate() {
                 let d32 = fp32.and_then(|d| d.time_to_target_s.get(i).copied().flatten());
@@ -855,12 +950,16 @@ pub fn markdown(r: &Report) -> String {
             }
             s.push('\n');
         }
-        for (m, g) in &c.break_even_gbit {
+        for ((m, g), (_, gs)) in c.break_even_gbit.iter().zip(&c.step_break_even_gbit) {
             s.push_str(&format!(
-                "\n{m} stops paying above: {}",
+                "\n{m} stops paying above: {}; per round (its mean round no longer shorter than the faster dense one's): {}",
                 match g {
                     Some(g) => format!("{g:.3} Gbit/s"),
                     None => "not within 0.01-10,000 Gbit/s (it pays throughout, or a run missed the target)".into(),
+                },
+                match gs {
+                    Some(g) => format!("{g:.3} Gbit/s"),
+                    None => "not within 0.01-10,000 Gbit/s".into(),
                 }
             ));
         }
@@ -1200,5 +1299,10 @@ mod tests {
                 < d.time_to(&below, params, 0.8).unwrap().unwrap()
         );
         assert!(g > 1.0 && g < 10.0, "{g}");
+        // Every round costs the same and both reach the target in the same round, so the
+        // round where a gradcast step stops being shorter is the same grid point.
+        assert_eq!(step_break_even(&a, params, &gc, &[&d]).unwrap(), Some(g));
+        // Without a dense baseline there is nothing to break even with.
+        assert_eq!(step_break_even(&a, params, &gc, &[]).unwrap(), None);
     }
 }
